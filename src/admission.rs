@@ -1,0 +1,183 @@
+//! AdmissionReview v1 in and out, with kube-rs's `kube::core::admission` types.
+
+use crate::policy::model::OperationName;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::Value;
+
+/// The parts of an admission request the engine looks at, read once per request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub uid: String,
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub sub_resource: Option<String>,
+    pub namespace: String,
+    pub name: String,
+    pub operation: OperationName,
+    pub dry_run: bool,
+    pub user_info: Value,
+    /// `Value::Null` when absent (DELETE).
+    pub object: Value,
+    /// `Value::Null` when absent (CREATE).
+    pub old_object: Value,
+    /// The review's kube-rs form, kept to build the response from.
+    pub(crate) review: AdmissionRequest<DynamicObject>,
+}
+
+/// Why a body is not an AdmissionReview we can answer (HTTP 400).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ReviewError {
+    #[error("body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("body is not an AdmissionReview: {0}")]
+    NotReview(String),
+    #[error("unsupported AdmissionReview apiVersion {0:?}: expected \"admission.k8s.io/v1\"")]
+    WrongVersion(String),
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    #[error("AdmissionReview request has an empty uid")]
+    NoUid,
+}
+
+/// Parses a body into a request. Never panics; every failure says what is wrong.
+pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ReviewError::NotJson(e.to_string())
+        } else {
+            ReviewError::NotReview(e.to_string())
+        }
+    })?;
+    if review.types.kind != "AdmissionReview" {
+        return Err(ReviewError::NotReview(format!("kind is {:?}", review.types.kind)));
+    }
+    if review.types.api_version != "admission.k8s.io/v1" {
+        return Err(ReviewError::WrongVersion(review.types.api_version));
+    }
+    let req: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| ReviewError::NoRequest)?;
+    if req.uid.is_empty() {
+        return Err(ReviewError::NoUid);
+    }
+    let to_value = |o: &Option<DynamicObject>| -> Result<Value, ReviewError> {
+        match o {
+            Some(o) => serde_json::to_value(o).map_err(|e| ReviewError::NotReview(e.to_string())),
+            None => Ok(Value::Null),
+        }
+    };
+    let object = to_value(&req.object)?;
+    let old_object = to_value(&req.old_object)?;
+    let operation = match req.operation {
+        Operation::Create => OperationName::Create,
+        Operation::Update => OperationName::Update,
+        Operation::Delete => OperationName::Delete,
+        Operation::Connect => OperationName::Connect,
+    };
+    let live = if object.is_null() { &old_object } else { &object };
+    let name = if req.name.is_empty() {
+        crate::rules::str_at(live, "/metadata/name").unwrap_or_default().to_owned()
+    } else {
+        req.name.clone()
+    };
+    let user_info = serde_json::to_value(&req.user_info).unwrap_or(Value::Null);
+    Ok(Request {
+        uid: req.uid.clone(),
+        group: req.kind.group.clone(),
+        version: req.kind.version.clone(),
+        kind: req.kind.kind.clone(),
+        sub_resource: req.sub_resource.clone(),
+        namespace: req.namespace.clone().unwrap_or_default(),
+        name,
+        operation,
+        dry_run: req.dry_run,
+        user_info,
+        object,
+        old_object,
+        review: req,
+    })
+}
+
+/// The response's shape before it becomes an AdmissionReview.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// The denial message (when not allowed).
+    pub message: String,
+    pub warnings: Vec<String>,
+    pub patch: Option<json_patch::Patch>,
+}
+
+/// Builds the AdmissionReview answer for a request: uid echoed, denial as status 403.
+pub fn respond(req: &Request, verdict: Verdict) -> AdmissionReview<DynamicObject> {
+    let mut resp = AdmissionResponse::from(&req.review);
+    if !verdict.allowed {
+        resp = resp.deny(verdict.message);
+        resp.result.code = 403;
+        resp.result.reason = "Forbidden".into();
+    }
+    if !verdict.warnings.is_empty() {
+        resp.warnings = Some(verdict.warnings);
+    }
+    if let Some(patch) = verdict.patch.filter(|p| !p.0.is_empty()) {
+        // Serializing a Patch cannot fail; keep the unpatched answer if it ever did.
+        resp = match resp.clone().with_patch(patch) {
+            Ok(r) => r,
+            Err(_) => resp,
+        };
+    }
+    resp.into_review()
+}
+
+/// Serializes a response review to bytes.
+pub fn to_json(review: &AdmissionReview<DynamicObject>) -> Vec<u8> {
+    serde_json::to_vec(review).unwrap_or_else(|e| {
+        format!(r#"{{"error":"cannot serialize response: {e}"}}"#).into_bytes()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn review(extra: &str) -> String {
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u1",
+            "kind":{{"group":"apps","version":"v1","kind":"Deployment"}},
+            "resource":{{"group":"apps","version":"v1","resource":"deployments"}},
+            "namespace":"apps","operation":"CREATE","userInfo":{{"username":"alice"}},
+            "object":{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"web","namespace":"apps"}}}}{extra}}}}}"#
+        )
+    }
+
+    #[test]
+    fn reads_a_review() {
+        let r = parse_review(review(r#","dryRun":true"#).as_bytes()).unwrap();
+        assert_eq!((r.uid.as_str(), r.kind.as_str(), r.name.as_str()), ("u1", "Deployment", "web"));
+        assert!(r.dry_run);
+        assert_eq!(r.object["metadata"]["name"], "web");
+        assert!(r.old_object.is_null());
+    }
+
+    #[test]
+    fn bad_bodies_say_what_is_wrong() {
+        assert!(matches!(parse_review(b"{nope"), Err(ReviewError::NotJson(_))));
+        assert!(matches!(parse_review(b"[1,2]"), Err(ReviewError::NotReview(_))));
+        let v1beta1 = review("").replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1");
+        assert!(matches!(parse_review(v1beta1.as_bytes()), Err(ReviewError::WrongVersion(_))));
+        let no_req = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
+        assert_eq!(parse_review(no_req.as_bytes()).unwrap_err(), ReviewError::NoRequest);
+    }
+
+    #[test]
+    fn denial_echoes_uid_with_403() {
+        let r = parse_review(review("").as_bytes()).unwrap();
+        let out = respond(&r, Verdict { allowed: false, message: "no".into(), ..Default::default() });
+        let v = serde_json::to_value(&out).unwrap();
+        assert_eq!(v["response"]["uid"], "u1");
+        assert_eq!(v["response"]["allowed"], false);
+        assert_eq!(v["response"]["status"]["code"], 403);
+        assert_eq!(v["response"]["status"]["message"], "no");
+        assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    }
+}

@@ -1,0 +1,316 @@
+//! The command line: `serve`, `review`, `certs generate`, `crd`.
+
+use crate::certs::{self, CertOptions};
+use crate::cluster::{ClusterView, load_dir};
+use crate::engine::Mode;
+use crate::metrics::Metrics;
+use crate::policy::{PolicySet, load::load_paths};
+use crate::server::http::{AppState, FailureMode};
+use crate::server::tls::CertFiles;
+use crate::server::{self, Options};
+use crate::state::Snapshot;
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Read as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(name = "fluxadmit", version, about = "Admission webhook enforcing deployment policy on Flux CD clusters")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, global = true, env = "FLUXADMIT_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `fluxadmit=debug`.
+    #[arg(long, global = true, env = "FLUXADMIT_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the webhook server (HTTPS) and the metrics endpoint (HTTP).
+    Serve(Box<ServeArgs>),
+    /// Evaluate one AdmissionReview from a file or stdin and print the response.
+    Review(ReviewArgs),
+    /// Certificate tools.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Print the DeploymentPolicy CustomResourceDefinition (YAML).
+    Crd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// Policy files or directories (repeatable). `examples/` subdirectories are not loaded
+    /// unless named directly.
+    #[arg(long = "policies", env = "FLUXADMIT_POLICIES", value_delimiter = ',', default_value = "policies")]
+    pub policies: Vec<PathBuf>,
+    /// Directories of manifests that make up the offline cluster view (repeatable).
+    #[arg(long = "state", env = "FLUXADMIT_STATE", value_delimiter = ',')]
+    pub state: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// HTTPS listen address.
+    #[arg(long, env = "FLUXADMIT_ADDR", default_value = "0.0.0.0:8443")]
+    pub addr: SocketAddr,
+    /// Plain-HTTP metrics listen address (`/metrics`).
+    #[arg(long, env = "FLUXADMIT_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+    /// Serving certificate (PEM); with --tls-key, overrides --cert-dir.
+    #[arg(long, env = "FLUXADMIT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serving key (PEM).
+    #[arg(long, env = "FLUXADMIT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Directory with ca.crt, tls.crt, tls.key; generated there when it holds no certificate.
+    #[arg(long, env = "FLUXADMIT_CERT_DIR", default_value = "certs")]
+    pub cert_dir: PathBuf,
+    #[command(flatten)]
+    pub cert: CertArgs,
+    /// How often to check the certificate files for a change.
+    #[arg(long, env = "FLUXADMIT_CERT_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub cert_reload_interval: Duration,
+    /// Time budget for one review (keep it below the webhook's timeoutSeconds).
+    #[arg(long, env = "FLUXADMIT_TIMEOUT", default_value = "8s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// How long to keep answering after SIGTERM while clients move away.
+    #[arg(long, env = "FLUXADMIT_DRAIN", default_value = "10s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Answer when no decision can be made (not ready).
+    #[arg(long, env = "FLUXADMIT_FAILURE_MODE", default_value = "deny")]
+    pub failure_mode: FailureMode,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CertArgs {
+    /// Extra DNS names for a generated certificate (repeatable).
+    #[arg(long, env = "FLUXADMIT_DNS", value_delimiter = ',')]
+    pub dns: Vec<String>,
+    /// Extra IP addresses for a generated certificate (repeatable).
+    #[arg(long, env = "FLUXADMIT_IP", value_delimiter = ',')]
+    pub ip: Vec<IpAddr>,
+    /// Namespace of the `fluxadmit` Service (for the in-cluster names).
+    #[arg(long, env = "FLUXADMIT_NAMESPACE", default_value = "fluxadmit")]
+    pub namespace: String,
+    /// Validity of a generated certificate, in days.
+    #[arg(long, env = "FLUXADMIT_CERT_DAYS", default_value_t = 365)]
+    pub days: u32,
+}
+
+impl CertArgs {
+    fn options(&self) -> CertOptions {
+        CertOptions { dns: self.dns.clone(), ips: self.ip.clone(), namespace: self.namespace.clone(), days: self.days }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ReviewArgs {
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Answer as the mutating webhook (with a JSON patch) instead of the validating one.
+    #[arg(long)]
+    pub mutate: bool,
+    /// AdmissionReview JSON file, or `-` for stdin.
+    pub file: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Generate a CA and a serving certificate into a directory.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        cert: CertArgs,
+    },
+}
+
+/// `500ms`, `5s`, `2m`, or a number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}: use e.g. 500ms, 5s, 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?}: use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
+}
+
+/// Process entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().flatten_event(true).init(),
+    }
+}
+
+/// Loads policies and state. A policy error is a usage error: exit code 2.
+pub fn load_snapshot(sources: &SourceArgs) -> Result<Snapshot, (ExitCode, anyhow::Error)> {
+    let policies: PolicySet = load_paths(&sources.policies).map_err(|e| (ExitCode::from(2), anyhow::Error::new(e)))?;
+    let view = if sources.state.is_empty() {
+        ClusterView::default()
+    } else {
+        load_dir(&sources.state).map_err(|e| (ExitCode::from(2), anyhow::Error::new(e)))?
+    };
+    Ok(Snapshot { policies, view })
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(serve(*args))
+        }
+        Command::Review(args) => review(args),
+        Command::Certs(CertsCommand::Generate { out, cert }) => {
+            certs::write(&out, &certs::generate(&cert.options())?)?;
+            println!("wrote ca.crt, ca.key, tls.crt, tls.key to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crd => {
+            use kube::CustomResourceExt;
+            print!("{}", serde_yaml::to_string(&crate::policy::model::DeploymentPolicy::crd())?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
+    let snap = match load_snapshot(&args.sources) {
+        Ok(s) => s,
+        Err((code, e)) => {
+            eprintln!("error: {e:#}");
+            return Ok(code);
+        }
+    };
+    let mut body = Vec::new();
+    if args.file == "-" {
+        std::io::stdin().read_to_end(&mut body).context("reading stdin")?;
+    } else {
+        body = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file))?;
+    }
+    let mode = if args.mutate { Mode::Mutate } else { Mode::Validate };
+    match snap.review(mode, &body) {
+        Ok(answer) => {
+            println!("{}", String::from_utf8_lossy(&answer.body));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.file);
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let snap = match load_snapshot(&args.sources) {
+        Ok(s) => s,
+        Err((code, e)) => {
+            eprintln!("error: {e:#}");
+            return Ok(code);
+        }
+    };
+    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => {
+            if certs::ensure(&args.cert_dir, &args.cert.options())? {
+                tracing::info!(dir = %args.cert_dir.display(), "generated a CA and serving certificate");
+            }
+            (args.cert_dir.join("tls.crt"), args.cert_dir.join("tls.key"))
+        }
+    };
+    let files = Arc::new(CertFiles::load(cert, key)?);
+    let tls = files.server_config()?;
+    let metrics = Arc::new(Metrics::new());
+    tracing::info!(
+        policies = snap.policies.len(),
+        rules = snap.policies.rule_count(),
+        objects = snap.view.len(),
+        "loaded"
+    );
+    let mut state = AppState::new(snap, metrics.clone());
+    state.budget = args.timeout;
+    state.failure = args.failure_mode;
+    let state = Arc::new(state);
+    let running = server::start(
+        args.addr,
+        Some(args.metrics_addr),
+        tls,
+        state,
+        Options { drain: args.drain, close_timeout: args.timeout + Duration::from_secs(2) },
+    )
+    .await?;
+    let _watch = files.clone().spawn_watch(args.cert_reload_interval, metrics);
+    tracing::info!(addr = %running.addr, metrics = ?running.metrics_addr, startup_ms = started.elapsed().as_millis() as u64, "serving");
+    shutdown_signal().await?;
+    running.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("8s").unwrap(), Duration::from_secs(8));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+}

@@ -1,0 +1,287 @@
+//! The cluster view: an in-memory, read-only index of what the rules need to know about the
+//! cluster. Secrets are reduced to name, namespace, type and key names: values never enter it.
+
+pub mod load;
+
+pub use load::{LoadError, load_dir};
+
+use crate::graph::ObjKey;
+use crate::policy::model::Labels;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+
+/// Objects of one kind indexed by namespace, then name; lookups borrow, never allocate.
+#[derive(Debug)]
+pub struct Index<T> {
+    by_ns: HashMap<String, HashMap<String, T>>,
+    len: usize,
+}
+
+impl<T> Default for Index<T> {
+    fn default() -> Self {
+        Self { by_ns: HashMap::new(), len: 0 }
+    }
+}
+
+impl<T> Index<T> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&T> {
+        self.by_ns.get(namespace)?.get(name)
+    }
+
+    pub fn insert(&mut self, namespace: &str, name: &str, value: T) {
+        let ns = self.by_ns.entry(namespace.to_owned()).or_default();
+        if ns.insert(name.to_owned(), value).is_none() {
+            self.len += 1;
+        }
+    }
+
+    pub fn remove(&mut self, namespace: &str, name: &str) -> Option<T> {
+        let ns = self.by_ns.get_mut(namespace)?;
+        let old = ns.remove(name);
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every entry as (namespace, name, value), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &T)> {
+        self.by_ns
+            .iter()
+            .flat_map(|(ns, m)| m.iter().map(move |(n, v)| (ns.as_str(), n.as_str(), v)))
+    }
+}
+
+/// A HelmRelease or Kustomization as the dependency rules see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FluxObject {
+    pub labels: Labels,
+    pub depends_on: Vec<ObjKey>,
+}
+
+impl FluxObject {
+    /// Reads labels and `spec.dependsOn` (namespace defaulting to the object's own).
+    pub fn from_manifest(namespace: &str, obj: &Value) -> FluxObject {
+        FluxObject { labels: labels_of(obj), depends_on: depends_on_of(namespace, obj) }
+    }
+}
+
+/// `spec.dependsOn` as keys, namespace defaulted to the object's.
+pub fn depends_on_of(namespace: &str, obj: &Value) -> Vec<ObjKey> {
+    let Some(items) = obj.pointer("/spec/dependsOn").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|d| {
+            let name = d.get("name")?.as_str()?;
+            let ns = d.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty());
+            Some(ObjKey { namespace: ns.unwrap_or(namespace).to_owned(), name: name.to_owned() })
+        })
+        .collect()
+}
+
+/// `metadata.labels` of a manifest (non-string values are skipped).
+pub fn labels_of(obj: &Value) -> Labels {
+    obj.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+        .unwrap_or_default()
+}
+
+/// A Secret reduced to what rules may know: its type and key names. Never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInfo {
+    pub type_: String,
+    pub keys: BTreeSet<String>,
+}
+
+/// A ConfigMap reduced to its key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMapInfo {
+    pub keys: BTreeSet<String>,
+}
+
+/// A ServiceAccount's image pull secret names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceAccountInfo {
+    pub image_pull_secrets: Vec<String>,
+}
+
+/// Which Flux kind an object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FluxKind {
+    HelmRelease,
+    Kustomization,
+}
+
+impl FluxKind {
+    pub fn from_group_kind(group: &str, kind: &str) -> Option<FluxKind> {
+        match (group, kind) {
+            ("helm.toolkit.fluxcd.io", "HelmRelease") => Some(FluxKind::HelmRelease),
+            ("kustomize.toolkit.fluxcd.io", "Kustomization") => Some(FluxKind::Kustomization),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FluxKind::HelmRelease => "HelmRelease",
+            FluxKind::Kustomization => "Kustomization",
+        }
+    }
+
+    pub fn other(self) -> FluxKind {
+        match self {
+            FluxKind::HelmRelease => FluxKind::Kustomization,
+            FluxKind::Kustomization => FluxKind::HelmRelease,
+        }
+    }
+}
+
+/// The whole view. Built once, then shared read-only behind an `Arc` snapshot.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    pub helm_releases: Index<FluxObject>,
+    pub kustomizations: Index<FluxObject>,
+    pub namespaces: HashMap<String, Labels>,
+    pub service_accounts: Index<ServiceAccountInfo>,
+    pub secrets: Index<SecretInfo>,
+    pub config_maps: Index<ConfigMapInfo>,
+    /// Whether ConfigMaps are tracked at all (offline state may leave them out).
+    pub tracks_config_maps: bool,
+}
+
+impl ClusterView {
+    pub fn flux(&self, kind: FluxKind) -> &Index<FluxObject> {
+        match kind {
+            FluxKind::HelmRelease => &self.helm_releases,
+            FluxKind::Kustomization => &self.kustomizations,
+        }
+    }
+
+    pub fn flux_mut(&mut self, kind: FluxKind) -> &mut Index<FluxObject> {
+        match kind {
+            FluxKind::HelmRelease => &mut self.helm_releases,
+            FluxKind::Kustomization => &mut self.kustomizations,
+        }
+    }
+
+    pub fn namespace_labels(&self, namespace: &str) -> Option<&Labels> {
+        self.namespaces.get(namespace)
+    }
+
+    /// Adds one manifest to the view. Returns false for kinds the view does not track.
+    pub fn add_manifest(&mut self, obj: &Value) -> bool {
+        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+        if name.is_empty() {
+            return false;
+        }
+        let namespace = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default");
+        if let Some(fk) = FluxKind::from_group_kind(group, kind) {
+            self.flux_mut(fk).insert(namespace, name, FluxObject::from_manifest(namespace, obj));
+            return true;
+        }
+        if !group.is_empty() {
+            return false;
+        }
+        match kind {
+            "Namespace" => {
+                self.namespaces.insert(name.to_owned(), labels_of(obj));
+            }
+            "Secret" => {
+                let type_ = obj.get("type").and_then(Value::as_str).unwrap_or("Opaque").to_owned();
+                let info = SecretInfo { type_, keys: data_keys(obj) };
+                self.secrets.insert(namespace, name, info);
+            }
+            "ConfigMap" => {
+                self.tracks_config_maps = true;
+                self.config_maps.insert(namespace, name, ConfigMapInfo { keys: data_keys(obj) });
+            }
+            "ServiceAccount" => {
+                let pulls = obj
+                    .get("imagePullSecrets")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.get("name")?.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.service_accounts
+                    .insert(namespace, name, ServiceAccountInfo { image_pull_secrets: pulls });
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Number of objects in the view.
+    pub fn len(&self) -> usize {
+        self.helm_releases.len()
+            + self.kustomizations.len()
+            + self.namespaces.len()
+            + self.service_accounts.len()
+            + self.secrets.len()
+            + self.config_maps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Key names of `data`, `stringData` and `binaryData`. The values are not looked at.
+fn data_keys(obj: &Value) -> BTreeSet<String> {
+    ["data", "stringData", "binaryData"]
+        .iter()
+        .filter_map(|f| obj.get(*f)?.as_object())
+        .flat_map(|m| m.keys().cloned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secret_values_never_enter_the_view() {
+        let canary = "CANARY-7f3a9-do-not-leak";
+        let mut view = ClusterView::default();
+        view.add_manifest(&json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "tok", "namespace": "apps"},
+            "type": "Opaque",
+            "data": {"clientId": "Q0FOQVJZ"},
+            "stringData": {"clientToken": canary}
+        }));
+        let info = view.secrets.get("apps", "tok").expect("secret indexed");
+        assert_eq!(info.keys.iter().map(String::as_str).collect::<Vec<_>>(), ["clientId", "clientToken"]);
+        assert!(!format!("{view:?}").contains(canary));
+        assert!(!format!("{view:?}").contains("Q0FOQVJZ"));
+    }
+
+    #[test]
+    fn depends_on_namespace_defaults_to_own() {
+        let obj = json!({"spec": {"dependsOn": [{"name": "a"}, {"name": "b", "namespace": "infra"}]}});
+        let deps = depends_on_of("apps", &obj);
+        assert_eq!(deps[0].to_string(), "apps/a");
+        assert_eq!(deps[1].to_string(), "infra/b");
+    }
+}

@@ -1,0 +1,3 @@
+//! Mutation support: Kyverno-style overlays.
+
+pub mod overlay;

@@ -1,0 +1,51 @@
+//! Policies: the model, loading from files, and the compiled set the engine runs.
+
+pub mod load;
+pub mod matching;
+pub mod model;
+
+use crate::rules::CompiledRule;
+use matching::Matcher;
+use model::Action;
+
+/// A policy compiled at load: matchers built, rules compiled. Immutable afterwards.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    pub name: String,
+    /// Where it came from (file path, or `DeploymentPolicy/<name>` in a cluster).
+    pub source: String,
+    pub action: Action,
+    pub matcher: Matcher,
+    pub exclude: Option<Matcher>,
+    pub rules: Vec<CompiledRule>,
+}
+
+/// Every loaded policy, sorted by name: the order mutations compose in.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    pub policies: Vec<CompiledPolicy>,
+}
+
+impl PolicySet {
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.policies.iter().map(|p| p.rules.len()).sum()
+    }
+}
+
+/// A policy that cannot be loaded: names the file, the policy, the field and the reason.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{file}: {}{field}: {reason}", policy.as_ref().map(|p| format!("policy {p:?}: ")).unwrap_or_default())]
+pub struct PolicyError {
+    pub file: String,
+    pub policy: Option<String>,
+    pub field: String,
+    pub reason: String,
+}

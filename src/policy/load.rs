@@ -1,0 +1,161 @@
+//! Loading `DeploymentPolicy` documents from files, strictly: an unknown field, a bad value or a
+//! duplicate name refuses the whole set, naming the file, the field and the reason.
+
+use super::model::{API_VERSION, DeploymentPolicySpec, KIND};
+use super::{CompiledPolicy, PolicyError, PolicySet};
+use crate::cluster::load::{manifest_files, parse_manifests};
+use crate::rules::CompiledRule;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Loads and compiles every policy under the given files or directories.
+pub fn load_paths(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            // `examples/` holds opt-in policies: load them by naming the directory.
+            let found = manifest_files(p).map_err(|e| io_err(p, e.to_string()))?;
+            files.extend(found.into_iter().filter(|f| !is_under_examples(p, f)));
+        } else if p.exists() {
+            files.push(p.clone());
+        } else {
+            return Err(io_err(p, "no such file or directory".into()));
+        }
+    }
+    let mut docs = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| io_err(f, e.to_string()))?;
+        let parsed = parse_manifests(f, &text).map_err(|e| PolicyError {
+            file: f.display().to_string(),
+            policy: None,
+            field: String::new(),
+            reason: e.to_string().split_once(": ").map(|(_, r)| r.to_owned()).unwrap_or_default(),
+        })?;
+        docs.extend(parsed.into_iter().map(|d| (f.display().to_string(), d)));
+    }
+    compile_documents(docs)
+}
+
+fn is_under_examples(root: &Path, file: &Path) -> bool {
+    file.strip_prefix(root)
+        .map(|rel| rel.components().any(|c| c.as_os_str() == "examples"))
+        .unwrap_or(false)
+}
+
+fn io_err(p: &Path, reason: String) -> PolicyError {
+    PolicyError { file: p.display().to_string(), policy: None, field: String::new(), reason }
+}
+
+/// Compiles (source, document) pairs into a set. Used for files and for YAML given in tests.
+pub fn compile_documents(docs: Vec<(String, Value)>) -> Result<PolicySet, PolicyError> {
+    let mut by_name: BTreeMap<String, CompiledPolicy> = BTreeMap::new();
+    for (file, doc) in docs {
+        let policy = compile_document(&file, doc)?;
+        if let Some(prev) = by_name.get(&policy.name) {
+            return Err(PolicyError {
+                file,
+                policy: Some(policy.name.clone()),
+                field: "metadata.name".into(),
+                reason: format!("duplicate policy name (also defined in {})", prev.source),
+            });
+        }
+        by_name.insert(policy.name.clone(), policy);
+    }
+    Ok(PolicySet { policies: by_name.into_values().collect() })
+}
+
+/// Parses one YAML text holding policies (for tests and `review` with inline policies).
+pub fn compile_yaml(source: &str, text: &str) -> Result<PolicySet, PolicyError> {
+    let docs = parse_manifests(Path::new(source), text).map_err(|e| PolicyError {
+        file: source.into(),
+        policy: None,
+        field: String::new(),
+        reason: e.to_string(),
+    })?;
+    compile_documents(docs.into_iter().map(|d| (source.to_owned(), d)).collect())
+}
+
+fn compile_document(file: &str, doc: Value) -> Result<CompiledPolicy, PolicyError> {
+    let err = |policy: Option<&str>, field: &str, reason: String| PolicyError {
+        file: file.to_owned(),
+        policy: policy.map(str::to_owned),
+        field: field.to_owned(),
+        reason,
+    };
+    let Value::Object(mut top) = doc else {
+        return Err(err(None, "", "expected a DeploymentPolicy object".into()));
+    };
+    let name = top
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let pname = name.as_deref();
+    for key in top.keys() {
+        if !matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status") {
+            return Err(err(pname, key, "unknown field; expected apiVersion, kind, metadata, spec".into()));
+        }
+    }
+    match top.get("apiVersion").and_then(Value::as_str) {
+        Some(API_VERSION) => {}
+        other => {
+            return Err(err(pname, "apiVersion", format!("expected {API_VERSION:?}, got {other:?}")));
+        }
+    }
+    match top.get("kind").and_then(Value::as_str) {
+        Some(KIND) => {}
+        other => return Err(err(pname, "kind", format!("expected {KIND:?}, got {other:?}"))),
+    }
+    let Some(name) = name else {
+        return Err(err(None, "metadata.name", "required".into()));
+    };
+    if name.is_empty() {
+        return Err(err(None, "metadata.name", "must not be empty".into()));
+    }
+    let spec = top.remove("spec").ok_or_else(|| err(Some(&name), "spec", "required".into()))?;
+    let spec: DeploymentPolicySpec = serde_path_to_error::deserialize(spec).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "spec".to_owned() } else { format!("spec.{path}") };
+        err(Some(&name), &field, e.into_inner().to_string())
+    })?;
+    compile_spec(file, &name, &spec)
+        .map_err(|(field, reason)| err(Some(&name), &field, reason))
+}
+
+/// Compiles a parsed spec. Errors are (field path, reason).
+pub fn compile_spec(
+    source: &str,
+    name: &str,
+    spec: &DeploymentPolicySpec,
+) -> Result<CompiledPolicy, (String, String)> {
+    let matcher = super::matching::Matcher::compile(&spec.matches, "spec.match")?;
+    let exclude = spec
+        .exclude
+        .as_ref()
+        .map(|m| super::matching::Matcher::compile(m, "spec.exclude"))
+        .transpose()?;
+    if spec.rules.is_empty() {
+        return Err(("spec.rules".into(), "a policy needs at least one rule".into()));
+    }
+    let mut rules = Vec::with_capacity(spec.rules.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, r) in spec.rules.iter().enumerate() {
+        let field = format!("spec.rules[{i}]");
+        if r.name.is_empty() {
+            return Err((format!("{field}.name"), "required".into()));
+        }
+        if !seen.insert(r.name.as_str()) {
+            return Err((format!("{field}.name"), format!("duplicate rule name {:?}", r.name)));
+        }
+        rules.push(CompiledRule::compile(r, &field)?);
+    }
+    Ok(CompiledPolicy {
+        name: name.to_owned(),
+        source: source.to_owned(),
+        action: spec.action,
+        matcher,
+        exclude,
+        rules,
+    })
+}

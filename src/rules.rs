@@ -1,0 +1,169 @@
+//! Rule kinds. Each module compiles its spec once at load and evaluates as a pure function of
+//! the request, the object and the cluster view. Rules return findings; the response is built
+//! from findings in one place (`engine`).
+
+pub mod depends_on;
+pub mod expression;
+pub mod image_pull_secrets;
+pub mod mutate;
+pub mod pod_security;
+pub mod referenced_secrets;
+pub mod required_labels;
+pub mod required_secrets;
+
+use crate::admission::Request;
+use crate::cluster::{ClusterView, FluxKind};
+use crate::policy::model::RuleSpec;
+use serde_json::Value;
+
+/// How serious a finding is before the policy's action applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warning,
+}
+
+/// One violation: where in the object, and what is wrong, written for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub path: String,
+    pub message: String,
+}
+
+impl Finding {
+    pub fn error(path: impl Into<String>, message: impl Into<String>) -> Finding {
+        Finding { level: Level::Error, path: path.into(), message: message.into() }
+    }
+
+    pub fn warning(path: impl Into<String>, message: impl Into<String>) -> Finding {
+        Finding { level: Level::Warning, path: path.into(), message: message.into() }
+    }
+}
+
+/// What a rule sees.
+pub struct Ctx<'a> {
+    pub req: &'a Request,
+    /// The object under review (the old object on DELETE).
+    pub object: &'a Value,
+    pub view: &'a ClusterView,
+    pub flux_kind: Option<FluxKind>,
+}
+
+impl Ctx<'_> {
+    /// The object's namespace ("" for cluster-scoped objects).
+    pub fn namespace(&self) -> &str {
+        &self.req.namespace
+    }
+
+    pub fn name(&self) -> &str {
+        &self.req.name
+    }
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub name: String,
+    pub kind: RuleKind,
+}
+
+#[derive(Debug)]
+pub enum RuleKind {
+    RequiredLabels(required_labels::RequiredLabels),
+    DependsOn(depends_on::DependsOn),
+    ReferencedSecrets(referenced_secrets::ReferencedSecrets),
+    RequiredSecrets(required_secrets::RequiredSecrets),
+    Expression(Box<expression::ExpressionRule>),
+    PodSecurity(Box<pod_security::PodSecurityRule>),
+    Mutate(Box<mutate::MutateRule>),
+    ImagePullSecrets(Box<image_pull_secrets::ImagePullSecrets>),
+}
+
+impl CompiledRule {
+    /// Compiles one rule spec; `field` is its path in the policy (`spec.rules[2]`).
+    pub fn compile(r: &RuleSpec, field: &str) -> Result<CompiledRule, (String, String)> {
+        let mut kinds = Vec::new();
+        if let Some(s) = &r.required_labels {
+            kinds.push(RuleKind::RequiredLabels(required_labels::RequiredLabels::compile(s)));
+        }
+        if let Some(s) = &r.depends_on {
+            kinds.push(RuleKind::DependsOn(depends_on::DependsOn::compile(s)));
+        }
+        if let Some(s) = &r.referenced_secrets {
+            kinds.push(RuleKind::ReferencedSecrets(referenced_secrets::ReferencedSecrets::compile(s)));
+        }
+        if let Some(s) = &r.required_secrets {
+            let f = format!("{field}.requiredSecrets");
+            kinds.push(RuleKind::RequiredSecrets(required_secrets::RequiredSecrets::compile(s, &f)?));
+        }
+        if let Some(s) = &r.expression {
+            let f = format!("{field}.expression");
+            kinds.push(RuleKind::Expression(Box::new(expression::ExpressionRule::compile(s, &f)?)));
+        }
+        if let Some(s) = &r.pod_security {
+            let f = format!("{field}.podSecurity");
+            kinds.push(RuleKind::PodSecurity(Box::new(pod_security::PodSecurityRule::compile(s, &f)?)));
+        }
+        if let Some(s) = &r.mutate {
+            let f = format!("{field}.mutate");
+            kinds.push(RuleKind::Mutate(Box::new(mutate::MutateRule::compile(s, &f)?)));
+        }
+        if let Some(s) = &r.image_pull_secrets {
+            let f = format!("{field}.imagePullSecrets");
+            kinds.push(RuleKind::ImagePullSecrets(Box::new(
+                image_pull_secrets::ImagePullSecrets::compile(s, &f)?,
+            )));
+        }
+        let n = kinds.len();
+        let Some(kind) = kinds.pop() else {
+            return Err((
+                field.to_owned(),
+                "a rule needs one rule kind: requiredLabels, dependsOn, referencedSecrets, \
+                 requiredSecrets, expression, podSecurity, mutate or imagePullSecrets"
+                    .into(),
+            ));
+        };
+        if n > 1 {
+            return Err((field.to_owned(), "a rule has exactly one rule kind; split it into several rules".into()));
+        }
+        Ok(CompiledRule { name: r.name.clone(), kind })
+    }
+
+    /// Validation findings for this request.
+    pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+        match &self.kind {
+            RuleKind::RequiredLabels(r) => r.validate(ctx, out),
+            RuleKind::DependsOn(r) => r.validate(ctx, out),
+            RuleKind::ReferencedSecrets(r) => r.validate(ctx, out),
+            RuleKind::RequiredSecrets(r) => r.validate(ctx, out),
+            RuleKind::Expression(r) => r.validate(ctx, out),
+            RuleKind::PodSecurity(r) => r.validate(ctx, out),
+            RuleKind::ImagePullSecrets(r) => r.validate(ctx, out),
+            RuleKind::Mutate(_) => {}
+        }
+    }
+
+    /// Whether the rule mutates at all (so validation-only requests skip the copy).
+    pub fn mutates(&self) -> bool {
+        match &self.kind {
+            RuleKind::Mutate(_) => true,
+            RuleKind::ImagePullSecrets(r) => r.mutates(),
+            _ => false,
+        }
+    }
+
+    /// Applies this rule's mutation to `obj` in place.
+    pub fn mutate(&self, ctx: &Ctx<'_>, obj: &mut Value) {
+        match &self.kind {
+            RuleKind::Mutate(r) => r.mutate(ctx, obj),
+            RuleKind::ImagePullSecrets(r) => r.mutate(ctx, obj),
+            _ => {}
+        }
+    }
+}
+
+/// The string at a JSON pointer, if it is one.
+pub fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Value::as_str)
+}

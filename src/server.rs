@@ -1,0 +1,250 @@
+//! `fluxadmit serve`: TLS listener, connection handling and graceful shutdown.
+//!
+//! Shutdown: `/readyz` turns false and every response asks the client to stop reusing the
+//! connection (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY) while the server keeps answering
+//! for the drain period; then it stops accepting, closes idle connections, lets in-flight
+//! requests finish, and returns.
+
+pub mod http;
+pub mod tls;
+
+use crate::metrics::Metrics;
+use anyhow::Context as _;
+use http::AppState;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+
+/// Connection phases broadcast to every connection task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Serving,
+    /// Still answering; HTTP/2 connections have been sent GOAWAY.
+    Draining,
+    /// Close idle connections; finish in-flight requests.
+    Closing,
+}
+
+/// A running server: its bound addresses and a handle to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Starts the graceful shutdown (as SIGTERM does) and waits for it to finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.done.await.context("server task")?
+    }
+
+    /// Starts the graceful shutdown without waiting.
+    pub fn begin_shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits for the server to end (after a shutdown began).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.done.await.context("server task")?
+    }
+}
+
+pub struct Options {
+    pub drain: Duration,
+    /// Upper bound on waiting for in-flight requests after the drain.
+    pub close_timeout: Duration,
+}
+
+/// Binds and starts serving. Returns once the sockets are bound.
+pub async fn start(
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+    opts: Options,
+) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let addr = listener.local_addr()?;
+    let metrics_listener = match metrics_addr {
+        Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("binding metrics {a}"))?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    if let Some(l) = metrics_listener {
+        let metrics = state.metrics.clone();
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let app = metrics_app(metrics);
+            let _ = axum::serve(l, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+    }
+    let done = tokio::spawn(serve(listener, tls, state.clone(), stop_rx, opts));
+    Ok(Running { addr, metrics_addr, state, stop, done })
+}
+
+fn metrics_app(metrics: Arc<Metrics>) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    m.encode(),
+                )
+            }
+        }),
+    )
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+    mut stop_rx: watch::Receiver<bool>,
+    opts: Options,
+) -> anyhow::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let app = http::app(state.clone());
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+    let tracker = TaskTracker::new();
+    let accept = async {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            let phase_rx = phase_rx.clone();
+            tracker.spawn(async move {
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                serve_connection(tls, h2, app, phase_rx).await;
+            });
+        }
+    };
+    let stopped = async {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    };
+    tokio::select! {
+        _ = accept => {}
+        _ = stopped => {}
+    }
+    // The listener stays open during the drain: endpoints are removed from the Service slowly,
+    // and a request still routed here must be answered.
+    state.draining.store(true, Ordering::SeqCst);
+    let _ = phase_tx.send(Phase::Draining);
+    tracing::info!(drain = ?opts.drain, "shutting down: draining connections");
+    let drain_accept = async {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            let phase_rx = phase_rx.clone();
+            tracker.spawn(async move {
+                if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_connection(tls, h2, app, phase_rx).await;
+                }
+            });
+        }
+    };
+    tokio::select! {
+        _ = drain_accept => {}
+        _ = tokio::time::sleep(opts.drain) => {}
+    }
+    drop(listener);
+    let _ = phase_tx.send(Phase::Closing);
+    tracker.close();
+    if tokio::time::timeout(opts.close_timeout, tracker.wait()).await.is_err() {
+        tracing::warn!("connections still open after the close timeout; exiting anyway");
+    }
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn serve_connection<S>(io: S, h2: bool, app: axum::Router, mut phase: watch::Receiver<Phase>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    let svc = TowerToHyperService::new(app);
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+        let conn = b.serve_connection(io, svc);
+        tokio::pin!(conn);
+        let mut goaway_sent = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res { tracing::debug!(error = %e, "h2 connection ended"); }
+                    return;
+                }
+                changed = phase.changed(), if !goaway_sent => {
+                    if changed.is_err() || *phase.borrow() >= Phase::Draining {
+                        // GOAWAY: finish the streams already sent, accept no new ones.
+                        conn.as_mut().graceful_shutdown();
+                        goaway_sent = true;
+                    }
+                }
+            }
+        }
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(Duration::from_secs(30));
+        let conn = b.serve_connection(io, svc);
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res { tracing::debug!(error = %e, "http/1.1 connection ended"); }
+                    return;
+                }
+                changed = phase.changed(), if !closing => {
+                    // While draining, responses carry `Connection: close`; once closing, idle
+                    // connections are shut and an in-flight request still gets its answer.
+                    if changed.is_err() || *phase.borrow() >= Phase::Closing {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The HTTP layer: routes, limits and error answers. `app(state)` builds the router without a
+//! socket, so tests drive it with `tower::ServiceExt::oneshot`.
+
+use crate::engine::Mode;
+use crate::metrics::{DecisionLabels, ErrorLabels, Metrics, WebhookLabels};
+use crate::state::Snapshot;
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, Version, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Largest review body accepted (the API server's own limit is 3 MiB for objects).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// What happens when fluxadmit cannot decide in time or is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailureMode {
+    /// Admit, with a warning saying why no decision was made.
+    Allow,
+    /// Deny, saying why.
+    Deny,
+}
+
+/// Shared server state. The snapshot is swapped whole; requests only `load` it.
+pub struct AppState {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub ready: AtomicBool,
+    pub draining: AtomicBool,
+    pub budget: Duration,
+    pub failure: FailureMode,
+    pub max_body: usize,
+}
+
+impl AppState {
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> AppState {
+        metrics.policies.set(snapshot.policies.len() as i64);
+        metrics.view_objects.set(snapshot.view.len() as i64);
+        AppState {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            ready: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            budget: Duration::from_secs(8),
+            failure: FailureMode::Deny,
+            max_body: MAX_BODY,
+        }
+    }
+}
+
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), drain_close))
+        .with_state(state)
+}
+
+/// While draining, every HTTP/1.1 response closes its connection so clients stop reusing it.
+/// (HTTP/2 connections get a GOAWAY from the connection layer instead.)
+async fn drain_close(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let h1 = req.version() <= Version::HTTP_11;
+    let mut resp = next.run(req).await;
+    if h1 && s.draining.load(Ordering::Relaxed) {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// A one-line JSON error body.
+pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    let body = serde_json::json!({ "code": status.as_u16(), "error": message.to_string() }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no route for {}; use /validate, /mutate, /healthz or /readyz", req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let allowed = match req.uri().path() {
+        "/validate" | "/mutate" => "POST",
+        _ => "GET",
+    };
+    let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, format!("method {} not allowed on {}; use {allowed}", req.method(), req.uri().path()));
+    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allowed));
+    resp
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    if s.ready.load(Ordering::Relaxed) && !s.draining.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok").into_response()
+    } else if s.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn validate(State(s): State<Arc<AppState>>, req: Request) -> Response {
+    review(s, Mode::Validate, req).await
+}
+
+async fn mutate(State(s): State<Arc<AppState>>, req: Request) -> Response {
+    review(s, Mode::Mutate, req).await
+}
+
+fn webhook(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Validate => "validate",
+        Mode::Mutate => "mutate",
+    }
+}
+
+fn bad(metrics: &Metrics, reason: &'static str, status: StatusCode, message: impl std::fmt::Display) -> Response {
+    metrics.bad_requests.get_or_create(&ErrorLabels { reason }).inc();
+    error(status, message)
+}
+
+async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
+    let start = Instant::now();
+    let m = &s.metrics;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > s.max_body) {
+        return bad(m, "too_large", StatusCode::PAYLOAD_TOO_LARGE, format!("body over the {} byte limit", s.max_body));
+    }
+    let body = Limited::new(req.into_body(), s.max_body);
+    let bytes = match tokio::time::timeout(s.budget, body.collect()).await {
+        Err(_) => {
+            return bad(
+                m,
+                "timeout",
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not received within {:?}; the API server's failurePolicy applies", s.budget),
+            );
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return bad(m, "too_large", StatusCode::PAYLOAD_TOO_LARGE, format!("body over the {} byte limit", s.max_body));
+        }
+        Ok(Err(e)) => return bad(m, "read", StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    let snap = s.snapshot.load();
+    let answer = match snap.review(mode, &bytes) {
+        Ok(a) => a,
+        Err(e) => return bad(m, "malformed", StatusCode::BAD_REQUEST, e),
+    };
+    let elapsed = start.elapsed();
+    let r = &answer.request;
+    let v = &answer.outcome.verdict;
+    let decision = if !v.allowed {
+        "denied"
+    } else if v.patch.as_ref().is_some_and(|p| !p.0.is_empty()) {
+        "patched"
+    } else if !v.warnings.is_empty() {
+        "warned"
+    } else {
+        "allowed"
+    };
+    m.requests.get_or_create(&DecisionLabels { webhook: webhook(mode), decision }).inc();
+    m.duration.get_or_create(&WebhookLabels { webhook: webhook(mode) }).observe(elapsed.as_secs_f64());
+    if answer.outcome.findings.is_empty() {
+        tracing::debug!(
+            uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name,
+            operation = ?r.operation, dry_run = r.dry_run, webhook = webhook(mode), decision,
+            latency_us = elapsed.as_micros() as u64, "admission"
+        );
+    } else {
+        for f in &answer.outcome.findings {
+            tracing::info!(
+                uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name,
+                operation = ?r.operation, dry_run = r.dry_run, webhook = webhook(mode), decision,
+                latency_us = elapsed.as_micros() as u64, policy = %f.policy, rule = %f.rule,
+                level = ?f.finding.level, path = %f.finding.path, message = %f.finding.message, "violation"
+            );
+        }
+    }
+    let mut resp = Response::new(Body::from(answer.body));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

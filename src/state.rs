@@ -1,0 +1,36 @@
+//! The state a request is evaluated against: policies and cluster view, as one immutable
+//! snapshot. The server swaps the `Arc` on change; requests never take a lock.
+
+use crate::admission::{self, ReviewError};
+use crate::cluster::ClusterView;
+use crate::engine::{self, Mode, Outcome};
+use crate::policy::PolicySet;
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub policies: PolicySet,
+    pub view: ClusterView,
+}
+
+/// The answer to one review body.
+pub struct Answer {
+    pub request: admission::Request,
+    pub outcome: Outcome,
+    /// The AdmissionReview response, serialized.
+    pub body: Vec<u8>,
+}
+
+impl Snapshot {
+    /// The one code path from review bytes to response bytes, shared by `serve` and `review`.
+    pub fn review(&self, mode: Mode, body: &[u8]) -> Result<Answer, ReviewError> {
+        let request = admission::parse_review(body)?;
+        let mut outcome = engine::evaluate(mode, &request, &self.policies, &self.view);
+        if mode == Mode::Validate {
+            // The validating webhook never returns a patch.
+            outcome.verdict.patch = None;
+        }
+        let review = admission::respond(&request, outcome.verdict.clone());
+        let body = admission::to_json(&review);
+        Ok(Answer { request, outcome, body })
+    }
+}
