@@ -51,12 +51,16 @@ pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
         }
     })?;
     if review.types.kind != "AdmissionReview" {
-        return Err(ReviewError::NotReview(format!("kind is {:?}", review.types.kind)));
+        return Err(ReviewError::NotReview(format!(
+            "kind is {:?}",
+            review.types.kind
+        )));
     }
     if review.types.api_version != "admission.k8s.io/v1" {
         return Err(ReviewError::WrongVersion(review.types.api_version));
     }
-    let req: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| ReviewError::NoRequest)?;
+    let req: AdmissionRequest<DynamicObject> =
+        review.try_into().map_err(|_| ReviewError::NoRequest)?;
     if req.uid.is_empty() {
         return Err(ReviewError::NoUid);
     }
@@ -74,9 +78,15 @@ pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
         Operation::Delete => OperationName::Delete,
         Operation::Connect => OperationName::Connect,
     };
-    let live = if object.is_null() { &old_object } else { &object };
+    let live = if object.is_null() {
+        &old_object
+    } else {
+        &object
+    };
     let name = if req.name.is_empty() {
-        crate::rules::str_at(live, "/metadata/name").unwrap_or_default().to_owned()
+        crate::rules::str_at(live, "/metadata/name")
+            .unwrap_or_default()
+            .to_owned()
     } else {
         req.name.clone()
     };
@@ -129,11 +139,22 @@ pub fn respond(req: &Request, verdict: Verdict) -> AdmissionReview<DynamicObject
     resp.into_review()
 }
 
-/// Serializes a response review to bytes.
-pub fn to_json(review: &AdmissionReview<DynamicObject>) -> Vec<u8> {
-    serde_json::to_vec(review).unwrap_or_else(|e| {
-        format!(r#"{{"error":"cannot serialize response: {e}"}}"#).into_bytes()
-    })
+/// Serializes a response review to bytes. The patch is written as a base64 string, the form
+/// the AdmissionReview API documents (kube-rs would write a JSON array of byte values).
+pub fn to_json(mut review: AdmissionReview<DynamicObject>) -> Vec<u8> {
+    use base64::Engine as _;
+    let patch = review.response.as_mut().and_then(|r| r.patch.take());
+    let out = match patch {
+        None => serde_json::to_vec(&review),
+        Some(bytes) => serde_json::to_value(&review).and_then(|mut v| {
+            if let Some(resp) = v.get_mut("response").and_then(Value::as_object_mut) {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+                resp.insert("patch".into(), Value::String(b64));
+            }
+            serde_json::to_vec(&v)
+        }),
+    };
+    out.unwrap_or_else(|e| format!(r#"{{"error":"cannot serialize response: {e}"}}"#).into_bytes())
 }
 
 #[cfg(test)]
@@ -153,7 +174,10 @@ mod tests {
     #[test]
     fn reads_a_review() {
         let r = parse_review(review(r#","dryRun":true"#).as_bytes()).unwrap();
-        assert_eq!((r.uid.as_str(), r.kind.as_str(), r.name.as_str()), ("u1", "Deployment", "web"));
+        assert_eq!(
+            (r.uid.as_str(), r.kind.as_str(), r.name.as_str()),
+            ("u1", "Deployment", "web")
+        );
         assert!(r.dry_run);
         assert_eq!(r.object["metadata"]["name"], "web");
         assert!(r.old_object.is_null());
@@ -161,18 +185,37 @@ mod tests {
 
     #[test]
     fn bad_bodies_say_what_is_wrong() {
-        assert!(matches!(parse_review(b"{nope"), Err(ReviewError::NotJson(_))));
-        assert!(matches!(parse_review(b"[1,2]"), Err(ReviewError::NotReview(_))));
+        assert!(matches!(
+            parse_review(b"{nope"),
+            Err(ReviewError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse_review(b"[1,2]"),
+            Err(ReviewError::NotReview(_))
+        ));
         let v1beta1 = review("").replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1");
-        assert!(matches!(parse_review(v1beta1.as_bytes()), Err(ReviewError::WrongVersion(_))));
+        assert!(matches!(
+            parse_review(v1beta1.as_bytes()),
+            Err(ReviewError::WrongVersion(_))
+        ));
         let no_req = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
-        assert_eq!(parse_review(no_req.as_bytes()).unwrap_err(), ReviewError::NoRequest);
+        assert_eq!(
+            parse_review(no_req.as_bytes()).unwrap_err(),
+            ReviewError::NoRequest
+        );
     }
 
     #[test]
     fn denial_echoes_uid_with_403() {
         let r = parse_review(review("").as_bytes()).unwrap();
-        let out = respond(&r, Verdict { allowed: false, message: "no".into(), ..Default::default() });
+        let out = respond(
+            &r,
+            Verdict {
+                allowed: false,
+                message: "no".into(),
+                ..Default::default()
+            },
+        );
         let v = serde_json::to_value(&out).unwrap();
         assert_eq!(v["response"]["uid"], "u1");
         assert_eq!(v["response"]["allowed"], false);

@@ -14,7 +14,10 @@ pub enum CertError {
     #[error("generating certificate: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// What the serving certificate is for.
@@ -32,7 +35,12 @@ pub struct CertOptions {
 
 impl Default for CertOptions {
     fn default() -> Self {
-        CertOptions { dns: Vec::new(), ips: Vec::new(), namespace: "fluxadmit".into(), days: 365 }
+        CertOptions {
+            dns: Vec::new(),
+            ips: Vec::new(),
+            namespace: "fluxadmit".into(),
+            days: 365,
+        }
     }
 }
 
@@ -70,7 +78,9 @@ pub struct Bundle {
 
 impl std::fmt::Debug for Bundle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bundle").field("ca_cert", &self.ca_cert).finish_non_exhaustive()
+        f.debug_struct("Bundle")
+            .field("ca_cert", &self.ca_cert)
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,8 +89,13 @@ pub fn generate(opts: &CertOptions) -> Result<Bundle, CertError> {
     let now = OffsetDateTime::now_utc();
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name.push(DnType::CommonName, "fluxadmit CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name
+        .push(DnType::CommonName, "fluxadmit CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca.not_before = now - Duration::hours(1);
     ca.not_after = now + Duration::days(i64::from(opts.days) + 1);
     let ca_key = KeyPair::generate()?;
@@ -89,26 +104,43 @@ pub fn generate(opts: &CertOptions) -> Result<Bundle, CertError> {
     let issuer = Issuer::new(ca, ca_key);
 
     let mut leaf = CertificateParams::new(opts.sans())?;
-    leaf.distinguished_name.push(DnType::CommonName, "fluxadmit");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "fluxadmit");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     leaf.use_authority_key_identifier_extension = true;
     leaf.not_before = now - Duration::hours(1);
     leaf.not_after = now + Duration::days(i64::from(opts.days));
     let key = KeyPair::generate()?;
     let cert = leaf.signed_by(&key, &issuer)?;
-    Ok(Bundle { ca_cert: ca_cert.pem(), ca_key: ca_key_pem, cert: cert.pem(), key: key.serialize_pem() })
+    Ok(Bundle {
+        ca_cert: ca_cert.pem(),
+        ca_key: ca_key_pem,
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
 }
 
 /// Writes `ca.crt`, `ca.key`, `tls.crt`, `tls.key` into `dir` (keys readable by the owner only).
 pub fn write(dir: &Path, b: &Bundle) -> Result<(), CertError> {
-    std::fs::create_dir_all(dir).map_err(|source| CertError::Io { path: dir.display().to_string(), source })?;
-    for (name, text, secret) in
-        [("ca.crt", &b.ca_cert, false), ("ca.key", &b.ca_key, true), ("tls.crt", &b.cert, false), ("tls.key", &b.key, true)]
-    {
+    std::fs::create_dir_all(dir).map_err(|source| CertError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    for (name, text, secret) in [
+        ("ca.crt", &b.ca_cert, false),
+        ("ca.key", &b.ca_key, true),
+        ("tls.crt", &b.cert, false),
+        ("tls.key", &b.key, true),
+    ] {
         let path = dir.join(name);
-        write_file(&path, text.as_bytes(), secret)
-            .map_err(|source| CertError::Io { path: path.display().to_string(), source })?;
+        write_file(&path, text.as_bytes(), secret).map_err(|source| CertError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -145,7 +177,12 @@ mod tests {
 
     #[test]
     fn sans_include_service_names_and_extras() {
-        let o = CertOptions { dns: vec!["hook.example".into()], ips: vec!["10.0.0.9".parse().unwrap()], namespace: "flux-system".into(), days: 1 };
+        let o = CertOptions {
+            dns: vec!["hook.example".into()],
+            ips: vec!["10.0.0.9".parse().unwrap()],
+            namespace: "flux-system".into(),
+            days: 1,
+        };
         let s = o.sans();
         assert!(s.contains(&"fluxadmit.flux-system.svc".to_owned()));
         assert!(s.contains(&"fluxadmit.flux-system.svc.cluster.local".to_owned()));
@@ -160,7 +197,11 @@ mod tests {
         for f in ["ca.crt", "tls.crt", "tls.key", "ca.key"] {
             assert!(dir.path().join(f).exists(), "{f}");
         }
-        assert!(std::fs::read_to_string(dir.path().join("tls.crt")).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(
+            std::fs::read_to_string(dir.path().join("tls.crt"))
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
         // A second call keeps what is there.
         assert!(!ensure(dir.path(), &CertOptions::default()).unwrap());
     }

@@ -19,12 +19,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(name = "fluxadmit", version, about = "Admission webhook enforcing deployment policy on Flux CD clusters")]
+#[command(
+    name = "fluxadmit",
+    version,
+    about = "Admission webhook enforcing deployment policy on Flux CD clusters"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format.
-    #[arg(long, global = true, env = "FLUXADMIT_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLUXADMIT_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// Log filter (tracing env-filter syntax), e.g. `info` or `fluxadmit=debug`.
     #[arg(long, global = true, env = "FLUXADMIT_LOG", default_value = "info")]
@@ -54,7 +63,12 @@ pub enum Command {
 pub struct SourceArgs {
     /// Policy files or directories (repeatable). `examples/` subdirectories are not loaded
     /// unless named directly.
-    #[arg(long = "policies", env = "FLUXADMIT_POLICIES", value_delimiter = ',', default_value = "policies")]
+    #[arg(
+        long = "policies",
+        env = "FLUXADMIT_POLICIES",
+        value_delimiter = ',',
+        default_value = "policies"
+    )]
     pub policies: Vec<PathBuf>,
     /// Directories of manifests that make up the offline cluster view (repeatable).
     #[arg(long = "state", env = "FLUXADMIT_STATE", value_delimiter = ',')]
@@ -114,7 +128,12 @@ pub struct CertArgs {
 
 impl CertArgs {
     fn options(&self) -> CertOptions {
-        CertOptions { dns: self.dns.clone(), ips: self.ip.clone(), namespace: self.namespace.clone(), days: self.days }
+        CertOptions {
+            dns: self.dns.clone(),
+            ips: self.ip.clone(),
+            namespace: self.namespace.clone(),
+            days: self.days,
+        }
     }
 }
 
@@ -147,7 +166,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}: use e.g. 500ms, 5s, 2m"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: use e.g. 500ms, 5s, 2m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -171,8 +192,11 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().flatten_event(true).init(),
@@ -181,7 +205,8 @@ fn init_logging(format: LogFormat, filter: &str) {
 
 /// Loads policies and state. A policy error is a usage error: exit code 2.
 pub fn load_snapshot(sources: &SourceArgs) -> Result<Snapshot, (ExitCode, anyhow::Error)> {
-    let policies: PolicySet = load_paths(&sources.policies).map_err(|e| (ExitCode::from(2), anyhow::Error::new(e)))?;
+    let policies: PolicySet =
+        load_paths(&sources.policies).map_err(|e| (ExitCode::from(2), anyhow::Error::new(e)))?;
     let view = if sources.state.is_empty() {
         ClusterView::default()
     } else {
@@ -193,18 +218,26 @@ pub fn load_snapshot(sources: &SourceArgs) -> Result<Snapshot, (ExitCode, anyhow
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(serve(*args))
         }
         Command::Review(args) => review(args),
         Command::Certs(CertsCommand::Generate { out, cert }) => {
             certs::write(&out, &certs::generate(&cert.options())?)?;
-            println!("wrote ca.crt, ca.key, tls.crt, tls.key to {}", out.display());
+            println!(
+                "wrote ca.crt, ca.key, tls.crt, tls.key to {}",
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Crd => {
             use kube::CustomResourceExt;
-            print!("{}", serde_yaml::to_string(&crate::policy::model::DeploymentPolicy::crd())?);
+            print!(
+                "{}",
+                serde_yaml::to_string(&crate::policy::model::DeploymentPolicy::crd())?
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -220,11 +253,17 @@ fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
     };
     let mut body = Vec::new();
     if args.file == "-" {
-        std::io::stdin().read_to_end(&mut body).context("reading stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .context("reading stdin")?;
     } else {
         body = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file))?;
     }
-    let mode = if args.mutate { Mode::Mutate } else { Mode::Validate };
+    let mode = if args.mutate {
+        Mode::Mutate
+    } else {
+        Mode::Validate
+    };
     match snap.review(mode, &body) {
         Ok(answer) => {
             println!("{}", String::from_utf8_lossy(&answer.body));
@@ -273,10 +312,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(args.metrics_addr),
         tls,
         state,
-        Options { drain: args.drain, close_timeout: args.timeout + Duration::from_secs(2) },
+        Options {
+            drain: args.drain,
+            close_timeout: args.timeout + Duration::from_secs(2),
+        },
     )
     .await?;
-    let _watch = files.clone().spawn_watch(args.cert_reload_interval, metrics);
+    let _watch = files
+        .clone()
+        .spawn_watch(args.cert_reload_interval, metrics);
     tracing::info!(addr = %running.addr, metrics = ?running.metrics_addr, startup_ms = started.elapsed().as_millis() as u64, "serving");
     shutdown_signal().await?;
     running.shutdown().await?;
@@ -312,5 +356,4 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
-
 }

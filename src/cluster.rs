@@ -19,7 +19,10 @@ pub struct Index<T> {
 
 impl<T> Default for Index<T> {
     fn default() -> Self {
-        Self { by_ns: HashMap::new(), len: 0 }
+        Self {
+            by_ns: HashMap::new(),
+            len: 0,
+        }
     }
 }
 
@@ -70,7 +73,10 @@ pub struct FluxObject {
 impl FluxObject {
     /// Reads labels and `spec.dependsOn` (namespace defaulting to the object's own).
     pub fn from_manifest(namespace: &str, obj: &Value) -> FluxObject {
-        FluxObject { labels: labels_of(obj), depends_on: depends_on_of(namespace, obj) }
+        FluxObject {
+            labels: labels_of(obj),
+            depends_on: depends_on_of(namespace, obj),
+        }
     }
 }
 
@@ -83,8 +89,14 @@ pub fn depends_on_of(namespace: &str, obj: &Value) -> Vec<ObjKey> {
         .iter()
         .filter_map(|d| {
             let name = d.get("name")?.as_str()?;
-            let ns = d.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty());
-            Some(ObjKey { namespace: ns.unwrap_or(namespace).to_owned(), name: name.to_owned() })
+            let ns = d
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
+            Some(ObjKey {
+                namespace: ns.unwrap_or(namespace).to_owned(),
+                name: name.to_owned(),
+            })
         })
         .collect()
 }
@@ -93,7 +105,11 @@ pub fn depends_on_of(namespace: &str, obj: &Value) -> Vec<ObjKey> {
 pub fn labels_of(obj: &Value) -> Labels {
     obj.pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -184,7 +200,10 @@ impl ClusterView {
         let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
         let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if name.is_empty() {
             return false;
         }
@@ -194,7 +213,8 @@ impl ClusterView {
             .filter(|s| !s.is_empty())
             .unwrap_or("default");
         if let Some(fk) = FluxKind::from_group_kind(group, kind) {
-            self.flux_mut(fk).insert(namespace, name, FluxObject::from_manifest(namespace, obj));
+            self.flux_mut(fk)
+                .insert(namespace, name, FluxObject::from_manifest(namespace, obj));
             return true;
         }
         if !group.is_empty() {
@@ -205,13 +225,26 @@ impl ClusterView {
                 self.namespaces.insert(name.to_owned(), labels_of(obj));
             }
             "Secret" => {
-                let type_ = obj.get("type").and_then(Value::as_str).unwrap_or("Opaque").to_owned();
-                let info = SecretInfo { type_, keys: data_keys(obj) };
+                let type_ = obj
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Opaque")
+                    .to_owned();
+                let info = SecretInfo {
+                    type_,
+                    keys: data_keys(obj),
+                };
                 self.secrets.insert(namespace, name, info);
             }
             "ConfigMap" => {
                 self.tracks_config_maps = true;
-                self.config_maps.insert(namespace, name, ConfigMapInfo { keys: data_keys(obj) });
+                self.config_maps.insert(
+                    namespace,
+                    name,
+                    ConfigMapInfo {
+                        keys: data_keys(obj),
+                    },
+                );
             }
             "ServiceAccount" => {
                 let pulls = obj
@@ -223,8 +256,13 @@ impl ClusterView {
                             .collect()
                     })
                     .unwrap_or_default();
-                self.service_accounts
-                    .insert(namespace, name, ServiceAccountInfo { image_pull_secrets: pulls });
+                self.service_accounts.insert(
+                    namespace,
+                    name,
+                    ServiceAccountInfo {
+                        image_pull_secrets: pulls,
+                    },
+                );
             }
             _ => return false,
         }
@@ -272,14 +310,18 @@ mod tests {
             "stringData": {"clientToken": canary}
         }));
         let info = view.secrets.get("apps", "tok").expect("secret indexed");
-        assert_eq!(info.keys.iter().map(String::as_str).collect::<Vec<_>>(), ["clientId", "clientToken"]);
+        assert_eq!(
+            info.keys.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["clientId", "clientToken"]
+        );
         assert!(!format!("{view:?}").contains(canary));
         assert!(!format!("{view:?}").contains("Q0FOQVJZ"));
     }
 
     #[test]
     fn depends_on_namespace_defaults_to_own() {
-        let obj = json!({"spec": {"dependsOn": [{"name": "a"}, {"name": "b", "namespace": "infra"}]}});
+        let obj =
+            json!({"spec": {"dependsOn": [{"name": "a"}, {"name": "b", "namespace": "infra"}]}});
         let deps = depends_on_of("apps", &obj);
         assert_eq!(deps[0].to_string(), "apps/a");
         assert_eq!(deps[1].to_string(), "infra/b");

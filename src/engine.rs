@@ -59,7 +59,11 @@ const PROTECTED_METADATA: [&str; 7] = [
 
 /// Evaluates one request against the policy set and the cluster view.
 pub fn evaluate(mode: Mode, req: &Request, policies: &PolicySet, view: &ClusterView) -> Outcome {
-    let object = if req.object.is_null() { &req.old_object } else { &req.object };
+    let object = if req.object.is_null() {
+        &req.old_object
+    } else {
+        &req.object
+    };
     let flux_kind = FluxKind::from_group_kind(&req.group, &req.kind);
     let own_ns_labels;
     let namespace_labels = if req.group.is_empty() && req.kind == "Namespace" {
@@ -78,11 +82,18 @@ pub fn evaluate(mode: Mode, req: &Request, policies: &PolicySet, view: &ClusterV
         namespace: &req.namespace,
         name: &req.name,
         operation: req.operation,
-        labels: object.pointer("/metadata/labels").and_then(Value::as_object),
+        labels: object
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object),
         namespace_labels,
         chart,
     };
-    let ctx = Ctx { req, object, view, flux_kind };
+    let ctx = Ctx {
+        req,
+        object,
+        view,
+        flux_kind,
+    };
 
     let mut findings = Vec::new();
     let mut scratch = Vec::new();
@@ -90,7 +101,10 @@ pub fn evaluate(mode: Mode, req: &Request, policies: &PolicySet, view: &ClusterV
     let mut matched = 0;
     for policy in &policies.policies {
         if !policy.matcher.matches(&input, &DEFAULT_OPS)
-            || policy.exclude.as_ref().is_some_and(|e| e.matches(&input, &[]))
+            || policy
+                .exclude
+                .as_ref()
+                .is_some_and(|e| e.matches(&input, &[]))
         {
             continue;
         }
@@ -109,7 +123,11 @@ pub fn evaluate(mode: Mode, req: &Request, policies: &PolicySet, view: &ClusterV
                 if policy.action == Action::Audit {
                     finding.level = Level::Warning;
                 }
-                findings.push(Reported { policy: policy.name.clone(), rule: rule.name.clone(), finding });
+                findings.push(Reported {
+                    policy: policy.name.clone(),
+                    rule: rule.name.clone(),
+                    finding,
+                });
             }
         }
     }
@@ -135,7 +153,16 @@ pub fn evaluate(mode: Mode, req: &Request, policies: &PolicySet, view: &ClusterV
     if !allowed {
         message = format!("denied by fluxadmit: {message}");
     }
-    Outcome { verdict: Verdict { allowed, message, warnings, patch }, findings, matched }
+    Outcome {
+        verdict: Verdict {
+            allowed,
+            message,
+            warnings,
+            patch,
+        },
+        findings,
+        matched,
+    }
 }
 
 /// Puts back metadata fields a mutation may have touched but the webhook must never change.

@@ -46,25 +46,60 @@ impl Metrics {
         let mut registry = Registry::default();
         let requests = Family::<DecisionLabels, Counter>::default();
         let duration = Family::<WebhookLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0])
+            Histogram::new([
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
+            ])
         });
         let bad_requests = Family::<ErrorLabels, Counter>::default();
         let policies = Gauge::default();
         let view_objects = Gauge::default();
         let tls_reloads = Counter::default();
         let tls_reload_errors = Counter::default();
-        registry.register("fluxadmit_admission_requests", "Admission reviews answered", requests.clone());
+        registry.register(
+            "fluxadmit_admission_requests",
+            "Admission reviews answered",
+            requests.clone(),
+        );
         registry.register(
             "fluxadmit_admission_duration_seconds",
             "Time to answer an admission review, body read to response",
             duration.clone(),
         );
-        registry.register("fluxadmit_bad_requests", "Requests answered with an HTTP error", bad_requests.clone());
-        registry.register("fluxadmit_policies_loaded", "Policies in the active set", policies.clone());
-        registry.register("fluxadmit_view_objects", "Objects in the cluster view", view_objects.clone());
-        registry.register("fluxadmit_tls_reloads", "Serving certificate reloads", tls_reloads.clone());
-        registry.register("fluxadmit_tls_reload_errors", "Failed serving certificate reloads", tls_reload_errors.clone());
-        Metrics { registry, requests, duration, bad_requests, policies, view_objects, tls_reloads, tls_reload_errors }
+        registry.register(
+            "fluxadmit_bad_requests",
+            "Requests answered with an HTTP error",
+            bad_requests.clone(),
+        );
+        registry.register(
+            "fluxadmit_policies_loaded",
+            "Policies in the active set",
+            policies.clone(),
+        );
+        registry.register(
+            "fluxadmit_view_objects",
+            "Objects in the cluster view",
+            view_objects.clone(),
+        );
+        registry.register(
+            "fluxadmit_tls_reloads",
+            "Serving certificate reloads",
+            tls_reloads.clone(),
+        );
+        registry.register(
+            "fluxadmit_tls_reload_errors",
+            "Failed serving certificate reloads",
+            tls_reload_errors.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            bad_requests,
+            policies,
+            view_objects,
+            tls_reloads,
+            tls_reload_errors,
+        }
     }
 
     /// The Prometheus text exposition.

@@ -33,11 +33,19 @@ pub struct Finding {
 
 impl Finding {
     pub fn error(path: impl Into<String>, message: impl Into<String>) -> Finding {
-        Finding { level: Level::Error, path: path.into(), message: message.into() }
+        Finding {
+            level: Level::Error,
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     pub fn warning(path: impl Into<String>, message: impl Into<String>) -> Finding {
-        Finding { level: Level::Warning, path: path.into(), message: message.into() }
+        Finding {
+            level: Level::Warning,
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -85,29 +93,41 @@ impl CompiledRule {
     pub fn compile(r: &RuleSpec, field: &str) -> Result<CompiledRule, (String, String)> {
         let mut kinds = Vec::new();
         if let Some(s) = &r.required_labels {
-            kinds.push(RuleKind::RequiredLabels(required_labels::RequiredLabels::compile(s)));
+            kinds.push(RuleKind::RequiredLabels(
+                required_labels::RequiredLabels::compile(s),
+            ));
         }
         if let Some(s) = &r.depends_on {
             kinds.push(RuleKind::DependsOn(depends_on::DependsOn::compile(s)));
         }
         if let Some(s) = &r.referenced_secrets {
-            kinds.push(RuleKind::ReferencedSecrets(referenced_secrets::ReferencedSecrets::compile(s)));
+            kinds.push(RuleKind::ReferencedSecrets(
+                referenced_secrets::ReferencedSecrets::compile(s),
+            ));
         }
         if let Some(s) = &r.required_secrets {
             let f = format!("{field}.requiredSecrets");
-            kinds.push(RuleKind::RequiredSecrets(required_secrets::RequiredSecrets::compile(s, &f)?));
+            kinds.push(RuleKind::RequiredSecrets(
+                required_secrets::RequiredSecrets::compile(s, &f)?,
+            ));
         }
         if let Some(s) = &r.expression {
             let f = format!("{field}.expression");
-            kinds.push(RuleKind::Expression(Box::new(expression::ExpressionRule::compile(s, &f)?)));
+            kinds.push(RuleKind::Expression(Box::new(
+                expression::ExpressionRule::compile(s, &f)?,
+            )));
         }
         if let Some(s) = &r.pod_security {
             let f = format!("{field}.podSecurity");
-            kinds.push(RuleKind::PodSecurity(Box::new(pod_security::PodSecurityRule::compile(s, &f)?)));
+            kinds.push(RuleKind::PodSecurity(Box::new(
+                pod_security::PodSecurityRule::compile(s, &f)?,
+            )));
         }
         if let Some(s) = &r.mutate {
             let f = format!("{field}.mutate");
-            kinds.push(RuleKind::Mutate(Box::new(mutate::MutateRule::compile(s, &f)?)));
+            kinds.push(RuleKind::Mutate(Box::new(mutate::MutateRule::compile(
+                s, &f,
+            )?)));
         }
         if let Some(s) = &r.image_pull_secrets {
             let f = format!("{field}.imagePullSecrets");
@@ -125,9 +145,15 @@ impl CompiledRule {
             ));
         };
         if n > 1 {
-            return Err((field.to_owned(), "a rule has exactly one rule kind; split it into several rules".into()));
+            return Err((
+                field.to_owned(),
+                "a rule has exactly one rule kind; split it into several rules".into(),
+            ));
         }
-        Ok(CompiledRule { name: r.name.clone(), kind })
+        Ok(CompiledRule {
+            name: r.name.clone(),
+            kind,
+        })
     }
 
     /// Validation findings for this request.

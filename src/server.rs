@@ -73,10 +73,16 @@ pub async fn start(
     state: Arc<AppState>,
     opts: Options,
 ) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let addr = listener.local_addr()?;
     let metrics_listener = match metrics_addr {
-        Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("binding metrics {a}"))?),
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding metrics {a}"))?,
+        ),
         None => None,
     };
     let metrics_addr = match &metrics_listener {
@@ -97,7 +103,13 @@ pub async fn start(
         });
     }
     let done = tokio::spawn(serve(listener, tls, state.clone(), stop_rx, opts));
-    Ok(Running { addr, metrics_addr, state, stop, done })
+    Ok(Running {
+        addr,
+        metrics_addr,
+        state,
+        stop,
+        done,
+    })
 }
 
 fn metrics_app(metrics: Arc<Metrics>) -> axum::Router {
@@ -107,7 +119,10 @@ fn metrics_app(metrics: Arc<Metrics>) -> axum::Router {
             let m = metrics.clone();
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
                     m.encode(),
                 )
             }
@@ -141,7 +156,9 @@ async fn serve(
             let app = app.clone();
             let phase_rx = phase_rx.clone();
             tracker.spawn(async move {
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -171,12 +188,16 @@ async fn serve(
     tracing::info!(drain = ?opts.drain, "shutting down: draining connections");
     let drain_accept = async {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             let app = app.clone();
             let phase_rx = phase_rx.clone();
             tracker.spawn(async move {
-                if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                if let Ok(Ok(tls)) =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                {
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     serve_connection(tls, h2, app, phase_rx).await;
                 }
@@ -190,7 +211,10 @@ async fn serve(
     drop(listener);
     let _ = phase_tx.send(Phase::Closing);
     tracker.close();
-    if tokio::time::timeout(opts.close_timeout, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(opts.close_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the close timeout; exiting anyway");
     }
     tracing::info!("shutdown complete");
@@ -205,7 +229,8 @@ where
     let svc = TowerToHyperService::new(app);
     if h2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        b.timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+        b.timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)));
         let conn = b.serve_connection(io, svc);
         tokio::pin!(conn);
         let mut goaway_sent = false;
@@ -226,7 +251,9 @@ where
         }
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
-        b.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(Duration::from_secs(30));
+        b.timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(Duration::from_secs(30));
         let conn = b.serve_connection(io, svc);
         tokio::pin!(conn);
         let mut closing = false;

@@ -30,7 +30,11 @@ impl Snapshot {
             outcome.verdict.patch = None;
         }
         let review = admission::respond(&request, outcome.verdict.clone());
-        let body = admission::to_json(&review);
-        Ok(Answer { request, outcome, body })
+        let body = admission::to_json(review);
+        Ok(Answer {
+            request,
+            outcome,
+            body,
+        })
     }
 }

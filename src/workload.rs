@@ -7,10 +7,15 @@ use serde_json::Value;
 pub fn pod_template(group: &str, kind: &str) -> Option<(&'static str, &'static str)> {
     match (group, kind) {
         ("", "Pod") => Some(("", "")),
-        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => Some(("/spec/template", "spec.template")),
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => {
+            Some(("/spec/template", "spec.template"))
+        }
         ("", "ReplicationController") => Some(("/spec/template", "spec.template")),
         ("batch", "Job") => Some(("/spec/template", "spec.template")),
-        ("batch", "CronJob") => Some(("/spec/jobTemplate/spec/template", "spec.jobTemplate.spec.template")),
+        ("batch", "CronJob") => Some((
+            "/spec/jobTemplate/spec/template",
+            "spec.jobTemplate.spec.template",
+        )),
         _ => None,
     }
 }
@@ -32,5 +37,9 @@ pub fn containers(spec: &Value) -> impl Iterator<Item = (&'static str, usize, &V
 
 /// Joins a dotted path prefix and a suffix.
 pub fn join(prefix: &str, suffix: &str) -> String {
-    if prefix.is_empty() { suffix.to_owned() } else { format!("{prefix}.{suffix}") }
+    if prefix.is_empty() {
+        suffix.to_owned()
+    } else {
+        format!("{prefix}.{suffix}")
+    }
 }

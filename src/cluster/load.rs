@@ -8,9 +8,16 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: document {doc}: not valid YAML/JSON: {message}")]
-    Parse { path: PathBuf, doc: usize, message: String },
+    Parse {
+        path: PathBuf,
+        doc: usize,
+        message: String,
+    },
 }
 
 /// Every `*.yaml`, `*.yml` and `*.json` file under `dir` (recursively, sorted by path).
@@ -18,9 +25,15 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let rd = std::fs::read_dir(&d).map_err(|source| LoadError::Io { path: d.clone(), source })?;
+        let rd = std::fs::read_dir(&d).map_err(|source| LoadError::Io {
+            path: d.clone(),
+            source,
+        })?;
         for entry in rd {
-            let entry = entry.map_err(|source| LoadError::Io { path: d.clone(), source })?;
+            let entry = entry.map_err(|source| LoadError::Io {
+                path: d.clone(),
+                source,
+            })?;
             let path = entry.path();
             let name = entry.file_name();
             if name.to_string_lossy().starts_with('.') {
@@ -83,7 +96,10 @@ pub fn load_dir(dirs: &[PathBuf]) -> Result<ClusterView, LoadError> {
     for d in dirs {
         files.extend(manifest_files(d)?);
     }
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1);
     let chunk = files.len().div_ceil(threads).max(1);
     let parts: Vec<Result<ClusterView, LoadError>> = std::thread::scope(|s| {
         let handles: Vec<_> = files
@@ -92,8 +108,11 @@ pub fn load_dir(dirs: &[PathBuf]) -> Result<ClusterView, LoadError> {
                 s.spawn(move || {
                     let mut view = ClusterView::default();
                     for path in part {
-                        let text = std::fs::read_to_string(path)
-                            .map_err(|source| LoadError::Io { path: path.clone(), source })?;
+                        let text =
+                            std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+                                path: path.clone(),
+                                source,
+                            })?;
                         for obj in parse_manifests(path, &text)? {
                             view.add_manifest(&obj);
                         }
@@ -106,7 +125,11 @@ pub fn load_dir(dirs: &[PathBuf]) -> Result<ClusterView, LoadError> {
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(LoadError::Parse { path: PathBuf::new(), doc: 0, message: "loader thread panicked".into() })
+                    Err(LoadError::Parse {
+                        path: PathBuf::new(),
+                        doc: 0,
+                        message: "loader thread panicked".into(),
+                    })
                 })
             })
             .collect()

@@ -30,7 +30,11 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
             file: f.display().to_string(),
             policy: None,
             field: String::new(),
-            reason: e.to_string().split_once(": ").map(|(_, r)| r.to_owned()).unwrap_or_default(),
+            reason: e
+                .to_string()
+                .split_once(": ")
+                .map(|(_, r)| r.to_owned())
+                .unwrap_or_default(),
         })?;
         docs.extend(parsed.into_iter().map(|d| (f.display().to_string(), d)));
     }
@@ -44,7 +48,12 @@ fn is_under_examples(root: &Path, file: &Path) -> bool {
 }
 
 fn io_err(p: &Path, reason: String) -> PolicyError {
-    PolicyError { file: p.display().to_string(), policy: None, field: String::new(), reason }
+    PolicyError {
+        file: p.display().to_string(),
+        policy: None,
+        field: String::new(),
+        reason,
+    }
 }
 
 /// Compiles (source, document) pairs into a set. Used for files and for YAML given in tests.
@@ -62,7 +71,9 @@ pub fn compile_documents(docs: Vec<(String, Value)>) -> Result<PolicySet, Policy
         }
         by_name.insert(policy.name.clone(), policy);
     }
-    Ok(PolicySet { policies: by_name.into_values().collect() })
+    Ok(PolicySet {
+        policies: by_name.into_values().collect(),
+    })
 }
 
 /// Parses one YAML text holding policies (for tests and `review` with inline policies).
@@ -93,19 +104,36 @@ fn compile_document(file: &str, doc: Value) -> Result<CompiledPolicy, PolicyErro
         .map(str::to_owned);
     let pname = name.as_deref();
     for key in top.keys() {
-        if !matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status") {
-            return Err(err(pname, key, "unknown field; expected apiVersion, kind, metadata, spec".into()));
+        if !matches!(
+            key.as_str(),
+            "apiVersion" | "kind" | "metadata" | "spec" | "status"
+        ) {
+            return Err(err(
+                pname,
+                key,
+                "unknown field; expected apiVersion, kind, metadata, spec".into(),
+            ));
         }
     }
     match top.get("apiVersion").and_then(Value::as_str) {
         Some(API_VERSION) => {}
         other => {
-            return Err(err(pname, "apiVersion", format!("expected {API_VERSION:?}, got {other:?}")));
+            return Err(err(
+                pname,
+                "apiVersion",
+                format!("expected {API_VERSION:?}, got {other:?}"),
+            ));
         }
     }
     match top.get("kind").and_then(Value::as_str) {
         Some(KIND) => {}
-        other => return Err(err(pname, "kind", format!("expected {KIND:?}, got {other:?}"))),
+        other => {
+            return Err(err(
+                pname,
+                "kind",
+                format!("expected {KIND:?}, got {other:?}"),
+            ));
+        }
     }
     let Some(name) = name else {
         return Err(err(None, "metadata.name", "required".into()));
@@ -113,14 +141,19 @@ fn compile_document(file: &str, doc: Value) -> Result<CompiledPolicy, PolicyErro
     if name.is_empty() {
         return Err(err(None, "metadata.name", "must not be empty".into()));
     }
-    let spec = top.remove("spec").ok_or_else(|| err(Some(&name), "spec", "required".into()))?;
+    let spec = top
+        .remove("spec")
+        .ok_or_else(|| err(Some(&name), "spec", "required".into()))?;
     let spec: DeploymentPolicySpec = serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "spec".to_owned() } else { format!("spec.{path}") };
+        let field = if path == "." {
+            "spec".to_owned()
+        } else {
+            format!("spec.{path}")
+        };
         err(Some(&name), &field, e.into_inner().to_string())
     })?;
-    compile_spec(file, &name, &spec)
-        .map_err(|(field, reason)| err(Some(&name), &field, reason))
+    compile_spec(file, &name, &spec).map_err(|(field, reason)| err(Some(&name), &field, reason))
 }
 
 /// Compiles a parsed spec. Errors are (field path, reason).
@@ -136,7 +169,10 @@ pub fn compile_spec(
         .map(|m| super::matching::Matcher::compile(m, "spec.exclude"))
         .transpose()?;
     if spec.rules.is_empty() {
-        return Err(("spec.rules".into(), "a policy needs at least one rule".into()));
+        return Err((
+            "spec.rules".into(),
+            "a policy needs at least one rule".into(),
+        ));
     }
     let mut rules = Vec::with_capacity(spec.rules.len());
     let mut seen = std::collections::HashSet::new();
@@ -146,7 +182,10 @@ pub fn compile_spec(
             return Err((format!("{field}.name"), "required".into()));
         }
         if !seen.insert(r.name.as_str()) {
-            return Err((format!("{field}.name"), format!("duplicate rule name {:?}", r.name)));
+            return Err((
+                format!("{field}.name"),
+                format!("duplicate rule name {:?}", r.name),
+            ));
         }
         rules.push(CompiledRule::compile(r, &field)?);
     }

@@ -49,10 +49,13 @@ pub fn globs(patterns: &[String], field: &str) -> Result<Option<GlobSet>, (Strin
     }
     let mut b = GlobSetBuilder::new();
     for (i, p) in patterns.iter().enumerate() {
-        let g = Glob::new(p).map_err(|e| (format!("{field}[{i}]"), format!("bad glob {p:?}: {e}")))?;
+        let g =
+            Glob::new(p).map_err(|e| (format!("{field}[{i}]"), format!("bad glob {p:?}: {e}")))?;
         b.add(g);
     }
-    b.build().map(Some).map_err(|e| (field.to_owned(), e.to_string()))
+    b.build()
+        .map(Some)
+        .map_err(|e| (field.to_owned(), e.to_string()))
 }
 
 impl Selector {
@@ -73,7 +76,9 @@ impl Selector {
                 other => {
                     return Err((
                         format!("{field}.matchExpressions[{i}].operator"),
-                        format!("unknown operator {other:?}; use In, NotIn, Exists or DoesNotExist"),
+                        format!(
+                            "unknown operator {other:?}; use In, NotIn, Exists or DoesNotExist"
+                        ),
                     ));
                 }
             };
@@ -86,11 +91,16 @@ impl Selector {
             }
             exprs.push((e.key.clone(), op, values));
         }
-        Ok(Selector { match_labels, exprs })
+        Ok(Selector {
+            match_labels,
+            exprs,
+        })
     }
 
     pub fn matches<'v>(&self, get: impl Fn(&str) -> Option<&'v str>) -> bool {
-        self.match_labels.iter().all(|(k, v)| get(k) == Some(v.as_str()))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| get(k) == Some(v.as_str()))
             && self.exprs.iter().all(|(k, op, vals)| {
                 let got = get(k);
                 match op {
@@ -106,7 +116,11 @@ impl Selector {
 impl Matcher {
     pub fn compile(m: &Match, field: &str) -> Result<Matcher, (String, String)> {
         Ok(Matcher {
-            resources: m.resources.iter().map(|r| (r.api_groups.clone(), r.kinds.clone())).collect(),
+            resources: m
+                .resources
+                .iter()
+                .map(|r| (r.api_groups.clone(), r.kinds.clone()))
+                .collect(),
             namespaces: globs(&m.namespaces, &format!("{field}.namespaces"))?,
             names: globs(&m.names, &format!("{field}.names"))?,
             charts: globs(&m.charts, &format!("{field}.charts"))?,
@@ -126,7 +140,11 @@ impl Matcher {
 
     /// Whether this request is selected. `default_ops` applies when `operations` is empty.
     pub fn matches(&self, input: &MatchInput<'_>, default_ops: &[OperationName]) -> bool {
-        let ops = if self.operations.is_empty() { default_ops } else { &self.operations };
+        let ops = if self.operations.is_empty() {
+            default_ops
+        } else {
+            &self.operations
+        };
         if !ops.is_empty() && !ops.contains(&input.operation) {
             return false;
         }

@@ -4,7 +4,7 @@
 //! "dependency not ready" forever, retried every 30 s.
 
 use super::{Ctx, Finding};
-use crate::cluster::{FluxKind, Index, FluxObject};
+use crate::cluster::{FluxKind, FluxObject, Index};
 use crate::graph::{self, ObjKey};
 use crate::policy::model::{DependsOnSpec, Severity};
 use serde_json::Value;
@@ -32,14 +32,20 @@ impl DependsOn {
     pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         let Some(kind) = ctx.flux_kind else { return };
         let ns = ctx.namespace();
-        let me = ObjKey { namespace: ns.to_owned(), name: ctx.name().to_owned() };
+        let me = ObjKey {
+            namespace: ns.to_owned(),
+            name: ctx.name().to_owned(),
+        };
         let index = ctx.view.flux(kind);
         let other = ctx.view.flux(kind.other());
         let items = match ctx.object.pointer("/spec/dependsOn") {
             None | Some(Value::Null) => &[][..],
             Some(Value::Array(a)) => a.as_slice(),
             Some(_) => {
-                out.push(Finding::error("spec.dependsOn", "must be a list of {name, namespace} entries"));
+                out.push(Finding::error(
+                    "spec.dependsOn",
+                    "must be a list of {name, namespace} entries",
+                ));
                 return;
             }
         };
@@ -54,25 +60,47 @@ impl DependsOn {
         let mut deps: Vec<ObjKey> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let path = format!("spec.dependsOn[{i}]");
-            let Some(name) = item.get("name").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+            let Some(name) = item
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            else {
                 out.push(Finding::error(format!("{path}.name"), "required"));
                 continue;
             };
-            let dep_ns = item.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or(ns);
-            let key = ObjKey { namespace: dep_ns.to_owned(), name: name.to_owned() };
+            let dep_ns = item
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .unwrap_or(ns);
+            let key = ObjKey {
+                namespace: dep_ns.to_owned(),
+                name: name.to_owned(),
+            };
             if key == me {
-                out.push(Finding::error(path, format!("{} {me} depends on itself: it would never become ready", kind.name())));
+                out.push(Finding::error(
+                    path,
+                    format!(
+                        "{} {me} depends on itself: it would never become ready",
+                        kind.name()
+                    ),
+                ));
                 continue;
             }
             if deps.contains(&key) {
                 let first = original_index(items, ns, &key);
-                out.push(Finding::error(path, format!("duplicate dependency {key} (also spec.dependsOn[{first}])")));
+                out.push(Finding::error(
+                    path,
+                    format!("duplicate dependency {key} (also spec.dependsOn[{first}])"),
+                ));
                 continue;
             }
             if dep_ns != ns && !self.allow_cross_namespace {
                 out.push(Finding::error(
                     format!("{path}.namespace"),
-                    format!("cross-namespace dependency on {key} is not allowed in namespace {ns:?}"),
+                    format!(
+                        "cross-namespace dependency on {key} is not allowed in namespace {ns:?}"
+                    ),
                 ));
             }
             if let Some(expr) = item.get("readyExpr") {
@@ -85,7 +113,11 @@ impl DependsOn {
             deps.push(key);
         }
 
-        let edges = |k: &ObjKey| index.get(&k.namespace, &k.name).map(|o| o.depends_on.as_slice());
+        let edges = |k: &ObjKey| {
+            index
+                .get(&k.namespace, &k.name)
+                .map(|o| o.depends_on.as_slice())
+        };
         if let Some(cycle) = graph::find_cycle_through(&me, &deps, edges) {
             let path = match cycle.get(1) {
                 Some(k) => format!("spec.dependsOn[{}]", original_index(items, ns, k)),
@@ -94,7 +126,10 @@ impl DependsOn {
             let text: Vec<String> = cycle.iter().map(ToString::to_string).collect();
             out.push(Finding::error(
                 path,
-                format!("dependency cycle: {}; Flux would wait on it forever", text.join(" → ")),
+                format!(
+                    "dependency cycle: {}; Flux would wait on it forever",
+                    text.join(" → ")
+                ),
             ));
             return;
         }
@@ -126,7 +161,10 @@ impl DependsOn {
                 kind.name()
             )
         } else {
-            format!("{} {key} not found; {me} will not reconcile until it exists and is ready", kind.name())
+            format!(
+                "{} {key} not found; {me} will not reconcile until it exists and is ready",
+                kind.name()
+            )
         };
         match self.missing {
             Severity::Deny => out.push(Finding::error(path, message)),
@@ -137,7 +175,9 @@ impl DependsOn {
 
     /// The tier of an object from its labels: Ok(None) when tiers are not configured.
     fn tier_of(&self, labels: Option<&Value>) -> Result<Option<i64>, String> {
-        let Some(label) = &self.tier_label else { return Ok(None) };
+        let Some(label) = &self.tier_label else {
+            return Ok(None);
+        };
         match labels.and_then(|l| l.get(label)).and_then(Value::as_str) {
             None => Err(format!("has no {label:?} label")),
             Some(v) => v
@@ -157,7 +197,9 @@ impl DependsOn {
         path: &str,
         out: &mut Vec<Finding>,
     ) {
-        let Some(label) = &self.tier_label else { return };
+        let Some(label) = &self.tier_label else {
+            return;
+        };
         let Ok(Some(mine)) = my_tier else { return };
         match dep.labels.get(label).map(|v| v.trim().parse::<i64>()) {
             Some(Ok(theirs)) if theirs >= *mine => out.push(Finding::error(
@@ -175,7 +217,10 @@ impl DependsOn {
 
     fn check_ready_expr(&self, expr: &Value, path: &str, out: &mut Vec<Finding>) {
         let Some(src) = expr.as_str() else {
-            out.push(Finding::error(format!("{path}.readyExpr"), "must be a string"));
+            out.push(Finding::error(
+                format!("{path}.readyExpr"),
+                "must be a string",
+            ));
             return;
         };
         if let Err(e) = crate::cel::compile_ready_expr(src) {
@@ -197,7 +242,11 @@ fn original_index(items: &[Value], ns: &str, key: &ObjKey) -> usize {
         .enumerate()
         .filter(|(_, it)| {
             it.get("name").and_then(Value::as_str) == Some(key.name.as_str())
-                && it.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or(ns)
+                && it
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(ns)
                     == key.namespace
         })
         .map(|(i, _)| i)

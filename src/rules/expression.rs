@@ -18,21 +18,31 @@ pub struct ExpressionRule {
 impl ExpressionRule {
     pub fn compile(spec: &ExpressionSpec, field: &str) -> Result<ExpressionRule, (String, String)> {
         let expr = Expression::compile(&spec.expression, VARS, true).map_err(|e| {
-            (format!("{field}.expression"), format!("CEL error at {}:{}: {}", e.line, e.column, e.message))
+            (
+                format!("{field}.expression"),
+                format!("CEL error at {}:{}: {}", e.line, e.column, e.message),
+            )
         })?;
         let message_expr = spec
             .message_expression
             .as_deref()
             .map(|m| {
                 Expression::compile(m, VARS, false).map_err(|e| {
-                    (format!("{field}.messageExpression"), format!("CEL error at {}:{}: {}", e.line, e.column, e.message))
+                    (
+                        format!("{field}.messageExpression"),
+                        format!("CEL error at {}:{}: {}", e.line, e.column, e.message),
+                    )
                 })
             })
             .transpose()?;
         if spec.message.is_empty() {
             return Err((format!("{field}.message"), "required".into()));
         }
-        Ok(ExpressionRule { expr, message: spec.message.clone(), message_expr })
+        Ok(ExpressionRule {
+            expr,
+            message: spec.message.clone(),
+            message_expr,
+        })
     }
 
     pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
@@ -45,7 +55,11 @@ impl ExpressionRule {
             "name": req.name,
             "kind": {"group": req.group, "version": req.version, "kind": req.kind},
         });
-        let vars: [(&str, &Value); 3] = [("object", ctx.object), ("oldObject", &req.old_object), ("request", &request)];
+        let vars: [(&str, &Value); 3] = [
+            ("object", ctx.object),
+            ("oldObject", &req.old_object),
+            ("request", &request),
+        ];
         match self.expr.eval_bool(&vars) {
             Ok(true) => {}
             Ok(false) => {
@@ -59,7 +73,11 @@ impl ExpressionRule {
             }
             Err(e) => out.push(Finding::error(
                 "",
-                format!("{} (expression {:?} could not be evaluated: {e})", self.message, self.expr.source()),
+                format!(
+                    "{} (expression {:?} could not be evaluated: {e})",
+                    self.message,
+                    self.expr.source()
+                ),
             )),
         }
     }

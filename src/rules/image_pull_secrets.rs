@@ -27,23 +27,39 @@ struct Registry {
 }
 
 impl ImagePullSecrets {
-    pub fn compile(spec: &ImagePullSecretsSpec, field: &str) -> Result<ImagePullSecrets, (String, String)> {
+    pub fn compile(
+        spec: &ImagePullSecretsSpec,
+        field: &str,
+    ) -> Result<ImagePullSecrets, (String, String)> {
         let mut registries = Vec::new();
         for (i, r) in spec.registries.iter().enumerate() {
             let glob = Glob::new(&r.pattern)
-                .map_err(|e| (format!("{field}.registries[{i}].pattern"), format!("bad glob {:?}: {e}", r.pattern)))?
+                .map_err(|e| {
+                    (
+                        format!("{field}.registries[{i}].pattern"),
+                        format!("bad glob {:?}: {e}", r.pattern),
+                    )
+                })?
                 .compile_matcher();
             if r.secret.is_empty() {
                 return Err((format!("{field}.registries[{i}].secret"), "required".into()));
             }
-            registries.push(Registry { whole_ref: r.pattern.contains('/'), glob, secret: r.secret.clone() });
+            registries.push(Registry {
+                whole_ref: r.pattern.contains('/'),
+                glob,
+                secret: r.secret.clone(),
+            });
         }
         let values_paths = spec
             .values_paths
             .iter()
             .map(|p| p.split('.').map(str::to_owned).collect())
             .collect();
-        Ok(ImagePullSecrets { registries, validate: spec.validate, values_paths })
+        Ok(ImagePullSecrets {
+            registries,
+            validate: spec.validate,
+            values_paths,
+        })
     }
 
     pub fn mutates(&self) -> bool {
@@ -54,10 +70,16 @@ impl ImagePullSecrets {
     fn needed<'a>(&'a self, spec: &Value) -> Vec<&'a str> {
         let mut out: Vec<&str> = Vec::new();
         for (_, _, c) in containers(spec) {
-            let Some(image) = c.get("image").and_then(Value::as_str) else { continue };
+            let Some(image) = c.get("image").and_then(Value::as_str) else {
+                continue;
+            };
             let host = registry_host(image);
             for r in &self.registries {
-                let hit = if r.whole_ref { r.glob.is_match(image) } else { r.glob.is_match(host) };
+                let hit = if r.whole_ref {
+                    r.glob.is_match(image)
+                } else {
+                    r.glob.is_match(host)
+                };
                 if hit && !out.contains(&r.secret.as_str()) {
                     out.push(&r.secret);
                 }
@@ -68,22 +90,35 @@ impl ImagePullSecrets {
     }
 
     pub fn mutate(&self, ctx: &Ctx<'_>, obj: &mut Value) {
-        let Some((pointer, _)) = pod_template(&ctx.req.group, &ctx.req.kind) else { return };
-        let Some(spec) = obj.pointer_mut(pointer).and_then(|t| t.get_mut("spec")).filter(|s| s.is_object()) else {
+        let Some((pointer, _)) = pod_template(&ctx.req.group, &ctx.req.kind) else {
+            return;
+        };
+        let Some(spec) = obj
+            .pointer_mut(pointer)
+            .and_then(|t| t.get_mut("spec"))
+            .filter(|s| s.is_object())
+        else {
             return;
         };
         let needed: Vec<String> = self.needed(spec).into_iter().map(str::to_owned).collect();
         if needed.is_empty() {
             return;
         }
-        let Some(map) = spec.as_object_mut() else { return };
-        let list = map.entry("imagePullSecrets").or_insert_with(|| Value::Array(Vec::new()));
+        let Some(map) = spec.as_object_mut() else {
+            return;
+        };
+        let list = map
+            .entry("imagePullSecrets")
+            .or_insert_with(|| Value::Array(Vec::new()));
         if !list.is_array() {
             return; // malformed; validation reports it, mutation does not guess
         }
         if let Value::Array(items) = list {
             for s in needed {
-                if !items.iter().any(|i| i.get("name").and_then(Value::as_str) == Some(&s)) {
+                if !items
+                    .iter()
+                    .any(|i| i.get("name").and_then(Value::as_str) == Some(&s))
+                {
                     items.push(json!({ "name": s }));
                 }
             }
@@ -96,22 +131,46 @@ impl ImagePullSecrets {
         }
         let ns = ctx.namespace();
         if let Some((pointer, path)) = pod_template(&ctx.req.group, &ctx.req.kind) {
-            let Some(spec) = ctx.object.pointer(pointer).and_then(|t| t.get("spec")) else { return };
+            let Some(spec) = ctx.object.pointer(pointer).and_then(|t| t.get("spec")) else {
+                return;
+            };
             let spec_path = join(path, "spec");
-            for (i, item) in spec.get("imagePullSecrets").and_then(Value::as_array).into_iter().flatten().enumerate() {
-                let Some(name) = item.get("name").and_then(Value::as_str) else { continue };
-                check_pull_secret(ctx.view, ns, name, &format!("{spec_path}.imagePullSecrets[{i}]"), out);
+            for (i, item) in spec
+                .get("imagePullSecrets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let Some(name) = item.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                check_pull_secret(
+                    ctx.view,
+                    ns,
+                    name,
+                    &format!("{spec_path}.imagePullSecrets[{i}]"),
+                    out,
+                );
             }
             return;
         }
         if ctx.flux_kind == Some(FluxKind::HelmRelease) && !self.values_paths.is_empty() {
-            let target = super::str_at(ctx.object, "/spec/targetNamespace").filter(|s| !s.is_empty()).unwrap_or(ns);
-            let Some(values) = ctx.object.pointer("/spec/values") else { return };
+            let target = super::str_at(ctx.object, "/spec/targetNamespace")
+                .filter(|s| !s.is_empty())
+                .unwrap_or(ns);
+            let Some(values) = ctx.object.pointer("/spec/values") else {
+                return;
+            };
             for path in &self.values_paths {
-                let Some(v) = path.iter().try_fold(values, |v, k| v.get(k)) else { continue };
+                let Some(v) = path.iter().try_fold(values, |v, k| v.get(k)) else {
+                    continue;
+                };
                 let dotted = format!("spec.values.{}", path.join("."));
                 for (i, item) in v.as_array().into_iter().flatten().enumerate() {
-                    let name = item.as_str().or_else(|| item.get("name").and_then(Value::as_str));
+                    let name = item
+                        .as_str()
+                        .or_else(|| item.get("name").and_then(Value::as_str));
                     if let Some(name) = name {
                         check_pull_secret(ctx.view, target, name, &format!("{dotted}[{i}]"), out);
                     }
@@ -138,7 +197,9 @@ fn check_pull_secret(view: &ClusterView, ns: &str, name: &str, path: &str, out: 
 /// The registry host of an image reference (`docker.io` when the first part is not a host).
 pub fn registry_host(image: &str) -> &str {
     match image.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => first,
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first
+        }
         _ => "docker.io",
     }
 }

@@ -19,10 +19,17 @@ impl MutateRule {
             return Err((format!("{field}.overlay"), "must be a map".into()));
         }
         let overlay = Overlay::compile(&spec.overlay).map_err(|e| {
-            let at = if e.path.is_empty() { format!("{field}.overlay") } else { format!("{field}.overlay.{}", e.path) };
+            let at = if e.path.is_empty() {
+                format!("{field}.overlay")
+            } else {
+                format!("{field}.overlay.{}", e.path)
+            };
             (at, e.message)
         })?;
-        Ok(MutateRule { target: spec.target, overlay })
+        Ok(MutateRule {
+            target: spec.target,
+            overlay,
+        })
     }
 
     pub fn mutate(&self, ctx: &Ctx<'_>, obj: &mut Value) {
@@ -31,7 +38,9 @@ impl MutateRule {
                 self.overlay.apply(obj);
             }
             OverlayTarget::PodTemplate => {
-                let Some((pointer, _)) = pod_template(&ctx.req.group, &ctx.req.kind) else { return };
+                let Some((pointer, _)) = pod_template(&ctx.req.group, &ctx.req.kind) else {
+                    return;
+                };
                 if let Some(t) = obj.pointer_mut(pointer).filter(|t| t.is_object()) {
                     self.overlay.apply(t);
                 }

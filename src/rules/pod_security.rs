@@ -19,18 +19,26 @@ pub struct PodSecurityRule {
 }
 
 impl PodSecurityRule {
-    pub fn compile(spec: &PodSecuritySpec, field: &str) -> Result<PodSecurityRule, (String, String)> {
+    pub fn compile(
+        spec: &PodSecuritySpec,
+        field: &str,
+    ) -> Result<PodSecurityRule, (String, String)> {
         let level = match spec.level.as_str() {
             "baseline" => Level::Baseline,
             "restricted" => Level::Restricted,
             "privileged" => Level::Privileged,
             other => {
-                return Err((format!("{field}.level"), format!("unknown level {other:?}; use baseline or restricted")));
+                return Err((
+                    format!("{field}.level"),
+                    format!("unknown level {other:?}; use baseline or restricted"),
+                ));
             }
         };
         let version = match &spec.version {
             None => Version::Latest,
-            Some(v) => v.parse::<Version>().map_err(|e| (format!("{field}.version"), e.to_string()))?,
+            Some(v) => v
+                .parse::<Version>()
+                .map_err(|e| (format!("{field}.version"), e.to_string()))?,
         };
         let ex = spec.exemptions.clone().unwrap_or_default();
         Ok(PodSecurityRule {
@@ -43,19 +51,42 @@ impl PodSecurityRule {
     }
 
     pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
-        let Some((pointer, path)) = pod_template(&ctx.req.group, &ctx.req.kind) else { return };
-        if self.namespaces.as_ref().is_some_and(|g| g.is_match(ctx.namespace()))
+        let Some((pointer, path)) = pod_template(&ctx.req.group, &ctx.req.kind) else {
+            return;
+        };
+        if self
+            .namespaces
+            .as_ref()
+            .is_some_and(|g| g.is_match(ctx.namespace()))
             || self.names.as_ref().is_some_and(|g| g.is_match(ctx.name()))
         {
             return;
         }
-        let Some(template) = ctx.object.pointer(pointer) else { return };
-        let Some(spec) = template.get("spec").filter(|s| s.is_object()) else { return };
+        let Some(template) = ctx.object.pointer(pointer) else {
+            return;
+        };
+        let Some(spec) = template.get("spec").filter(|s| s.is_object()) else {
+            return;
+        };
         let exempt = |image: &str| self.images.as_ref().is_some_and(|g| g.is_match(image));
-        let violations = pss::check_pod(self.level, self.version, template.get("metadata"), spec, path, &exempt);
+        let violations = pss::check_pod(
+            self.level,
+            self.version,
+            template.get("metadata"),
+            spec,
+            path,
+            &exempt,
+        );
         if !violations.is_empty() {
-            let at = if path.is_empty() { "spec".to_owned() } else { format!("{path}.spec") };
-            out.push(Finding::error(at, pss::summarize(self.level, self.version, &violations)));
+            let at = if path.is_empty() {
+                "spec".to_owned()
+            } else {
+                format!("{path}.spec")
+            };
+            out.push(Finding::error(
+                at,
+                pss::summarize(self.level, self.version, &violations),
+            ));
         }
     }
 }

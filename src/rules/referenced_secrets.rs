@@ -38,7 +38,9 @@ enum Need<'a> {
 
 impl ReferencedSecrets {
     pub fn compile(spec: &ReferencedSecretsSpec) -> ReferencedSecrets {
-        ReferencedSecrets { config_maps: spec.config_maps }
+        ReferencedSecrets {
+            config_maps: spec.config_maps,
+        }
     }
 
     pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
@@ -57,7 +59,10 @@ impl ReferencedSecrets {
                     if !r.optional {
                         out.push(Finding::error(
                             &r.path,
-                            format!("Secret {}/{} not found; Flux reads it in namespace {:?}", r.namespace, r.name, r.namespace),
+                            format!(
+                                "Secret {}/{} not found; Flux reads it in namespace {:?}",
+                                r.namespace, r.name, r.namespace
+                            ),
                         ));
                     }
                     return;
@@ -73,7 +78,10 @@ impl ReferencedSecrets {
                         if !r.optional {
                             out.push(Finding::error(
                                 &r.path,
-                                format!("ConfigMap {}/{} not found; Flux reads it in namespace {:?}", r.namespace, r.name, r.namespace),
+                                format!(
+                                    "ConfigMap {}/{} not found; Flux reads it in namespace {:?}",
+                                    r.namespace, r.name, r.namespace
+                                ),
                             ));
                         }
                         return;
@@ -81,7 +89,10 @@ impl ReferencedSecrets {
                 }
             }
             other => {
-                out.push(Finding::error(format!("{}.kind", r.path), format!("unsupported kind {other:?}; use Secret or ConfigMap")));
+                out.push(Finding::error(
+                    format!("{}.kind", r.path),
+                    format!("unsupported kind {other:?}; use Secret or ConfigMap"),
+                ));
                 return;
             }
         };
@@ -90,7 +101,10 @@ impl ReferencedSecrets {
             Need::Exists => {}
             Need::Key(k) => {
                 if !keys.contains(*k) && !r.optional {
-                    out.push(Finding::error(&r.path, format!("{what} has no key {k:?} (keys: {})", list(keys))));
+                    out.push(Finding::error(
+                        &r.path,
+                        format!("{what} has no key {k:?} (keys: {})", list(keys)),
+                    ));
                 }
             }
             Need::AnyOf(options) => {
@@ -113,7 +127,11 @@ impl ReferencedSecrets {
                 }
             }
             Need::VariableNames => {
-                let bad: Vec<&str> = keys.iter().map(String::as_str).filter(|k| !is_variable_name(k)).collect();
+                let bad: Vec<&str> = keys
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|k| !is_variable_name(k))
+                    .collect();
                 if !bad.is_empty() {
                     out.push(Finding::error(
                         &r.path,
@@ -132,20 +150,28 @@ fn list(keys: &BTreeSet<String>) -> String {
     if keys.is_empty() {
         return "none".into();
     }
-    keys.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+    keys.iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Keys kustomize-controller's decryptor uses (matched by extension, as Flux does).
 fn is_decryption_key(k: &str) -> bool {
     k.ends_with(".asc")
         || k.ends_with(".agekey")
-        || matches!(k, "sops.vault-token" | "sops.aws-kms" | "sops.azure-kv" | "sops.gcp-kms")
+        || matches!(
+            k,
+            "sops.vault-token" | "sops.aws-kms" | "sops.azure-kv" | "sops.gcp-kms"
+        )
 }
 
 /// `^[_[:alpha:]][_[:alpha:][:digit:]]*$`
 fn is_variable_name(k: &str) -> bool {
     let mut chars = k.chars();
-    chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
@@ -154,7 +180,10 @@ fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 fn items<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
-    v.pointer(pointer).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 const KUBECONFIG_KEYS: &[&str] = &["value", "value.yaml"];
@@ -169,7 +198,14 @@ fn references<'a>(kind: FluxKind, obj: &'a Value, ns: &'a str) -> Vec<Reference<
             Some(k) => Need::Key(k),
             None => Need::AnyOf(KUBECONFIG_KEYS),
         };
-        out.push(Reference { kind: "Secret", name, namespace: ns, path: "spec.kubeConfig.secretRef".into(), need, optional: false });
+        out.push(Reference {
+            kind: "Secret",
+            name,
+            namespace: ns,
+            path: "spec.kubeConfig.secretRef".into(),
+            need,
+            optional: false,
+        });
     }
     match kind {
         FluxKind::HelmRelease => {
@@ -178,9 +214,19 @@ fn references<'a>(kind: FluxKind, obj: &'a Value, ns: &'a str) -> Vec<Reference<
                 let kind = s(v, "kind").unwrap_or("");
                 let optional = v.get("optional").and_then(Value::as_bool).unwrap_or(false);
                 let key = s(v, "valuesKey").unwrap_or("values.yaml");
-                out.push(Reference { kind, name, namespace: ns, path: format!("spec.valuesFrom[{i}]"), need: Need::Key(key), optional });
+                out.push(Reference {
+                    kind,
+                    name,
+                    namespace: ns,
+                    path: format!("spec.valuesFrom[{i}]"),
+                    need: Need::Key(key),
+                    optional,
+                });
             }
-            if let Some(name) = obj.pointer("/spec/chart/spec/verify/secretRef/name").and_then(Value::as_str) {
+            if let Some(name) = obj
+                .pointer("/spec/chart/spec/verify/secretRef/name")
+                .and_then(Value::as_str)
+            {
                 // The verification key lives with the HelmChart, in the source's namespace.
                 let chart_ns = obj
                     .pointer("/spec/chart/spec/sourceRef/namespace")
@@ -198,7 +244,10 @@ fn references<'a>(kind: FluxKind, obj: &'a Value, ns: &'a str) -> Vec<Reference<
             }
         }
         FluxKind::Kustomization => {
-            if let Some(name) = obj.pointer("/spec/decryption/secretRef/name").and_then(Value::as_str) {
+            if let Some(name) = obj
+                .pointer("/spec/decryption/secretRef/name")
+                .and_then(Value::as_str)
+            {
                 out.push(Reference {
                     kind: "Secret",
                     name,
@@ -208,7 +257,10 @@ fn references<'a>(kind: FluxKind, obj: &'a Value, ns: &'a str) -> Vec<Reference<
                     optional: false,
                 });
             }
-            for (i, v) in items(obj, "/spec/postBuild/substituteFrom").iter().enumerate() {
+            for (i, v) in items(obj, "/spec/postBuild/substituteFrom")
+                .iter()
+                .enumerate()
+            {
                 let Some(name) = s(v, "name") else { continue };
                 let kind = s(v, "kind").unwrap_or("");
                 let optional = v.get("optional").and_then(Value::as_bool).unwrap_or(false);

@@ -12,14 +12,24 @@ pub struct RequiredLabels {
 
 impl RequiredLabels {
     pub fn compile(spec: &RequiredLabelsSpec) -> RequiredLabels {
-        RequiredLabels { labels: spec.labels.clone(), annotations: spec.annotations.clone() }
+        RequiredLabels {
+            labels: spec.labels.clone(),
+            annotations: spec.annotations.clone(),
+        }
     }
 
     pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         let check = |field: &str, keys: &[String], out: &mut Vec<Finding>| {
-            let present = ctx.object.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_object);
+            let present = ctx
+                .object
+                .get("metadata")
+                .and_then(|m| m.get(field))
+                .and_then(Value::as_object);
             for k in keys {
-                let ok = present.and_then(|m| m.get(k)).and_then(Value::as_str).is_some_and(|v| !v.is_empty());
+                let ok = present
+                    .and_then(|m| m.get(k))
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| !v.is_empty());
                 if !ok {
                     out.push(Finding::error(
                         format!("metadata.{field}"),

@@ -10,16 +10,24 @@ pub struct RequiredSecrets {
 }
 
 impl RequiredSecrets {
-    pub fn compile(spec: &RequiredSecretsSpec, field: &str) -> Result<RequiredSecrets, (String, String)> {
+    pub fn compile(
+        spec: &RequiredSecretsSpec,
+        field: &str,
+    ) -> Result<RequiredSecrets, (String, String)> {
         if spec.secrets.is_empty() {
-            return Err((format!("{field}.secrets"), "list at least one Secret".into()));
+            return Err((
+                format!("{field}.secrets"),
+                "list at least one Secret".into(),
+            ));
         }
         for (i, s) in spec.secrets.iter().enumerate() {
             if s.name.is_empty() {
                 return Err((format!("{field}.secrets[{i}].name"), "required".into()));
             }
         }
-        Ok(RequiredSecrets { secrets: spec.secrets.clone() })
+        Ok(RequiredSecrets {
+            secrets: spec.secrets.clone(),
+        })
     }
 
     pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
@@ -45,11 +53,18 @@ impl RequiredSecrets {
             {
                 out.push(Finding::error(
                     "",
-                    format!("Secret {ns}/{} required by {who} has type {:?}, expected {t:?}", s.name, found.type_),
+                    format!(
+                        "Secret {ns}/{} required by {who} has type {:?}, expected {t:?}",
+                        s.name, found.type_
+                    ),
                 ));
             }
-            let missing: Vec<&str> =
-                s.keys.iter().map(String::as_str).filter(|k| !found.keys.contains(*k)).collect();
+            let missing: Vec<&str> = s
+                .keys
+                .iter()
+                .map(String::as_str)
+                .filter(|k| !found.keys.contains(*k))
+                .collect();
             if !missing.is_empty() {
                 out.push(Finding::error(
                     "",
@@ -57,7 +72,11 @@ impl RequiredSecrets {
                         "Secret {ns}/{} required by {who} is missing key{} {}",
                         s.name,
                         if missing.len() > 1 { "s" } else { "" },
-                        missing.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+                        missing
+                            .iter()
+                            .map(|k| format!("{k:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }

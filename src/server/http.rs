@@ -74,19 +74,27 @@ async fn drain_close(State(s): State<Arc<AppState>>, req: Request, next: Next) -
     let h1 = req.version() <= Version::HTTP_11;
     let mut resp = next.run(req).await;
     if h1 && s.draining.load(Ordering::Relaxed) {
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
 
 /// A one-line JSON error body.
 pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    let body = serde_json::json!({ "code": status.as_u16(), "error": message.to_string() }).to_string();
+    let body =
+        serde_json::json!({ "code": status.as_u16(), "error": message.to_string() }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn not_found(req: Request) -> Response {
-    error(StatusCode::NOT_FOUND, format!("no route for {}; use /validate, /mutate, /healthz or /readyz", req.uri().path()))
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route for {}; use /validate, /mutate, /healthz or /readyz",
+            req.uri().path()
+        ),
+    )
 }
 
 async fn method_not_allowed(req: Request) -> Response {
@@ -94,8 +102,16 @@ async fn method_not_allowed(req: Request) -> Response {
         "/validate" | "/mutate" => "POST",
         _ => "GET",
     };
-    let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, format!("method {} not allowed on {}; use {allowed}", req.method(), req.uri().path()));
-    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allowed));
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} not allowed on {}; use {allowed}",
+            req.method(),
+            req.uri().path()
+        ),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allowed));
     resp
 }
 
@@ -128,8 +144,16 @@ fn webhook(mode: Mode) -> &'static str {
     }
 }
 
-fn bad(metrics: &Metrics, reason: &'static str, status: StatusCode, message: impl std::fmt::Display) -> Response {
-    metrics.bad_requests.get_or_create(&ErrorLabels { reason }).inc();
+fn bad(
+    metrics: &Metrics,
+    reason: &'static str,
+    status: StatusCode,
+    message: impl std::fmt::Display,
+) -> Response {
+    metrics
+        .bad_requests
+        .get_or_create(&ErrorLabels { reason })
+        .inc();
     error(status, message)
 }
 
@@ -142,7 +166,12 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > s.max_body) {
-        return bad(m, "too_large", StatusCode::PAYLOAD_TOO_LARGE, format!("body over the {} byte limit", s.max_body));
+        return bad(
+            m,
+            "too_large",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over the {} byte limit", s.max_body),
+        );
     }
     let body = Limited::new(req.into_body(), s.max_body);
     let bytes = match tokio::time::timeout(s.budget, body.collect()).await {
@@ -151,13 +180,28 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
                 m,
                 "timeout",
                 StatusCode::REQUEST_TIMEOUT,
-                format!("request body not received within {:?}; the API server's failurePolicy applies", s.budget),
+                format!(
+                    "request body not received within {:?}; the API server's failurePolicy applies",
+                    s.budget
+                ),
             );
         }
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return bad(m, "too_large", StatusCode::PAYLOAD_TOO_LARGE, format!("body over the {} byte limit", s.max_body));
+            return bad(
+                m,
+                "too_large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body over the {} byte limit", s.max_body),
+            );
         }
-        Ok(Err(e)) => return bad(m, "read", StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
+        Ok(Err(e)) => {
+            return bad(
+                m,
+                "read",
+                StatusCode::BAD_REQUEST,
+                format!("cannot read body: {e}"),
+            );
+        }
         Ok(Ok(c)) => c.to_bytes(),
     };
     let snap = s.snapshot.load();
@@ -177,8 +221,17 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
     } else {
         "allowed"
     };
-    m.requests.get_or_create(&DecisionLabels { webhook: webhook(mode), decision }).inc();
-    m.duration.get_or_create(&WebhookLabels { webhook: webhook(mode) }).observe(elapsed.as_secs_f64());
+    m.requests
+        .get_or_create(&DecisionLabels {
+            webhook: webhook(mode),
+            decision,
+        })
+        .inc();
+    m.duration
+        .get_or_create(&WebhookLabels {
+            webhook: webhook(mode),
+        })
+        .observe(elapsed.as_secs_f64());
     if answer.outcome.findings.is_empty() {
         tracing::debug!(
             uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name,
@@ -196,6 +249,9 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
         }
     }
     let mut resp = Response::new(Body::from(answer.body));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }

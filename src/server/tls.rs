@@ -23,18 +23,28 @@ pub enum TlsError {
 }
 
 /// Reads a PEM certificate chain and key into a rustls certified key.
-pub fn load_certified_key(cert: &[u8], key: &[u8], cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
-    let err = |p: &Path, m: String| TlsError::Load { path: p.display().to_string(), message: m };
+pub fn load_certified_key(
+    cert: &[u8],
+    key: &[u8],
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<CertifiedKey, TlsError> {
+    let err = |p: &Path, m: String| TlsError::Load {
+        path: p.display().to_string(),
+        message: m,
+    };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<_, _>>()
         .map_err(|e| err(cert_path, format!("not a PEM certificate: {e}")))?;
     if chain.is_empty() {
         return Err(err(cert_path, "no certificate in file".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| err(key_path, format!("not a PEM private key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .map_err(|e| err(key_path, format!("not a PEM private key: {e}")))?;
     let signing = ring::sign::any_supported_type(&key).map_err(|e| err(key_path, e.to_string()))?;
     let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match().map_err(|e| err(key_path, format!("key does not match certificate: {e}")))?;
+    ck.keys_match()
+        .map_err(|e| err(key_path, format!("key does not match certificate: {e}")))?;
     Ok(ck)
 }
 
@@ -70,10 +80,11 @@ impl CertFiles {
 
     /// A rustls server config: TLS 1.3 and 1.2, ALPN h2 then http/1.1.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_no_client_auth()
-            .with_cert_resolver(self.resolver.clone());
+        let mut cfg =
+            rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+                .with_no_client_auth()
+                .with_cert_resolver(self.resolver.clone());
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
@@ -93,7 +104,11 @@ impl CertFiles {
 
     /// Polls the files every `every` until the process ends. Polling follows symlink swaps
     /// and needs no inotify support in the container.
-    pub fn spawn_watch(self: Arc<Self>, every: Duration, metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_watch(
+        self: Arc<Self>,
+        every: Duration,
+        metrics: Arc<Metrics>,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -120,7 +135,10 @@ impl CertFiles {
 
 fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
     let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| TlsError::Load { path: p.display().to_string(), message: e.to_string() })
+        std::fs::read(p).map_err(|e| TlsError::Load {
+            path: p.display().to_string(),
+            message: e.to_string(),
+        })
     };
     Ok((read(cert)?, read(key)?))
 }
