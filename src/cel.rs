@@ -1,4 +1,31 @@
-//! TEMPORARY stub, replaced by the real CEL module.
+//! CEL for Flux `dependsOn[].readyExpr` and for policy expressions.
+//!
+//! The `cel` crate parses and evaluates but has no type checker, so
+//! [`check`] adds a small static type inference over its AST: enough to
+//! reject what Flux's cel-go type check rejects (undeclared identifiers, a
+//! non-`bool` output type, obvious operator mismatches), to be sure a readyExpr
+//! accepted here will compile in Flux.
+//!
+//! Safety: the `cel` crate's parser and evaluator recurse deeply (tens of KiB
+//! of stack per nesting level in debug builds), so an untrusted expression
+//! could overflow a 2 MiB tokio worker stack and abort the process. Sources are
+//! bounded ([`limits`]), compiling always runs on a dedicated thread with a
+//! large stack, and evaluation does too once the AST is deeper than a small
+//! threshold; a panic inside the crate becomes an error.
+
+mod check;
+mod env;
+mod eval;
+mod json;
+mod limits;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::eval::{Expression, compile_ready_expr, eval_ready_expr};
+pub use self::limits::{MAX_AST_DEPTH, MAX_SOURCE_BYTES, MAX_TOKENS};
+
+/// A compile error, at a 1-based line and column (in characters) of the source.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{line}:{column}: {message}")]
 pub struct CelError {
@@ -6,24 +33,29 @@ pub struct CelError {
     pub column: usize,
     pub message: String,
 }
-pub fn compile_ready_expr(_src: &str) -> Result<(), CelError> {
-    Ok(())
-}
-#[derive(Debug)]
-pub struct Expression {
-    src: String,
-}
-impl Expression {
-    pub fn compile(src: &str, _vars: &[&str], _want_bool: bool) -> Result<Expression, CelError> {
-        Ok(Expression { src: src.into() })
+
+impl CelError {
+    fn at_start(message: impl Into<String>) -> CelError {
+        CelError {
+            line: 1,
+            column: 1,
+            message: message.into(),
+        }
     }
-    pub fn source(&self) -> &str {
-        &self.src
-    }
-    pub fn eval_bool(&self, _vars: &[(&str, &serde_json::Value)]) -> Result<bool, String> {
-        Ok(true)
-    }
-    pub fn eval_string(&self, _vars: &[(&str, &serde_json::Value)]) -> Result<String, String> {
-        Ok(String::new())
+
+    /// An error at byte `offset` of `source` (clamped to the source, and down
+    /// to a character boundary).
+    fn at_offset(source: &str, offset: usize, message: impl Into<String>) -> CelError {
+        let mut end = offset.min(source.len());
+        while end > 0 && !source.is_char_boundary(end) {
+            end -= 1;
+        }
+        let before = source.get(..end).unwrap_or("");
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        CelError {
+            line: before.matches('\n').count() + 1,
+            column: before.get(line_start..).unwrap_or("").chars().count() + 1,
+            message: message.into(),
+        }
     }
 }

@@ -1,0 +1,234 @@
+//! Compiling (parse, bounds, type check) and evaluating expressions.
+
+use std::sync::Arc;
+
+use ::cel::common::types::CelNull;
+use ::cel::{Context, Env, IdedExpr, ParseErrors, Program, Value};
+use serde_json::Value as JsonValue;
+
+use super::CelError;
+use super::check::{self, Ty};
+use super::env::{self, Dialect};
+use super::json;
+use super::limits::{self, INLINE_EVAL_DEPTH, MAX_AST_DEPTH};
+
+/// The variables of a Flux readyExpr.
+const READY_VARS: &[&str] = &["self", "dep"];
+
+/// Compiles a Flux `dependsOn[].readyExpr` as Flux would: variables `self`
+/// and `dep` (dynamic maps), the strings / sets / encoders / optionals
+/// extensions, and a type check requiring the output type to be `bool`
+/// (`dep.status.ready` fails, `dep.status.ready == true` passes).
+pub fn compile_ready_expr(src: &str) -> Result<Program, CelError> {
+    let env = env::env(Dialect::Flux).map_err(CelError::at_start)?;
+    compile(src, &env, Dialect::Flux, READY_VARS, true).map(|(program, _)| program)
+}
+
+/// Evaluates a readyExpr compiled by [`compile_ready_expr`] with `self` and
+/// `dep` given as JSON, as Flux does to decide whether `dep` is ready.
+pub fn eval_ready_expr(
+    program: &Program,
+    self_obj: &JsonValue,
+    dep: &JsonValue,
+) -> Result<bool, String> {
+    let env = env::env(Dialect::Flux)?;
+    let depth = limits::ast_depth(program.expression());
+    if depth > MAX_AST_DEPTH {
+        return Err(format!(
+            "expression nested too deeply: {depth} levels, at most {MAX_AST_DEPTH}"
+        ));
+    }
+    let vars = [("self", self_obj), ("dep", dep)];
+    evaluate(&env, program, depth, READY_VARS, &vars, as_bool)
+}
+
+/// A policy expression (like a ValidatingAdmissionPolicy's), compiled once at
+/// policy load and evaluated per request.
+pub struct Expression {
+    source: String,
+    program: Program,
+    env: Arc<Env>,
+    vars: Vec<String>,
+    depth: usize,
+}
+
+impl std::fmt::Debug for Expression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expression")
+            .field("source", &self.source)
+            .field("vars", &self.vars)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Expression {
+    /// Parses `src` and checks it: only `vars` (and comprehension variables)
+    /// may be referenced, and the output type must be `bool` when `want_bool`.
+    /// The standard library plus the strings, sets, encoders, lists and math
+    /// extensions and optionals are available.
+    pub fn compile(src: &str, vars: &[&str], want_bool: bool) -> Result<Expression, CelError> {
+        let env = env::env(Dialect::Policy).map_err(CelError::at_start)?;
+        let (program, depth) = compile(src, &env, Dialect::Policy, vars, want_bool)?;
+        Ok(Expression {
+            source: src.to_string(),
+            program,
+            env,
+            vars: vars.iter().map(|v| v.to_string()).collect(),
+            depth,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Evaluates to a `bool`. `vars` binds variables to JSON values; a
+    /// variable declared at compile time but not given is `null` (e.g.
+    /// `oldObject` on CREATE). A missing field (`object.spec.x` when absent)
+    /// is an error: guard it with `has()`.
+    pub fn eval_bool(&self, vars: &[(&str, &JsonValue)]) -> Result<bool, String> {
+        evaluate(
+            &self.env,
+            &self.program,
+            self.depth,
+            &self.vars,
+            vars,
+            as_bool,
+        )
+    }
+
+    /// Evaluates to a `string` (e.g. a message expression), as
+    /// [`Expression::eval_bool`] does.
+    pub fn eval_string(&self, vars: &[(&str, &JsonValue)]) -> Result<String, String> {
+        evaluate(
+            &self.env,
+            &self.program,
+            self.depth,
+            &self.vars,
+            vars,
+            |value| match value {
+                Value::String(s) => Ok(s.to_string()),
+                other => Err(format!("expected a string result, got {}", other.type_of())),
+            },
+        )
+    }
+}
+
+fn as_bool(value: Value) -> Result<bool, String> {
+    match value {
+        Value::Bool(b) => Ok(b),
+        other => Err(format!("expected a bool result, got {}", other.type_of())),
+    }
+}
+
+/// Bounds, parses and type-checks `src`; the program and its AST depth.
+fn compile(
+    src: &str,
+    env: &Env,
+    dialect: Dialect,
+    vars: &[&str],
+    want_bool: bool,
+) -> Result<(Program, usize), CelError> {
+    limits::check_source(src)?;
+    limits::on_big_stack(|| {
+        let program = env.compile(src).map_err(|e| parse_error(src, &e))?;
+        let root = program.expression();
+        let at = |id: u64, message: String| {
+            let offset = program
+                .source_info()
+                .offset_for(id)
+                .map_or(0, |(start, _)| start);
+            CelError::at_offset(src, offset as usize, message)
+        };
+        let depth = limits::ast_depth(root);
+        if depth > MAX_AST_DEPTH {
+            return Err(CelError::at_start(format!(
+                "expression nested too deeply: {depth} levels, at most {MAX_AST_DEPTH}"
+            )));
+        }
+        let ty = check::infer(root, dialect, vars).map_err(|e| at(e.id, e.message))?;
+        if want_bool && ty != Ty::Bool {
+            let offset = leftmost_offset(&program, root);
+            return Err(CelError::at_offset(
+                src,
+                offset,
+                format!("output type mismatch: expected bool, got {}", ty.name()),
+            ));
+        }
+        Ok((program, depth))
+    })
+    .map_err(CelError::at_start)?
+}
+
+/// Where the expression starts: the smallest offset in its AST.
+fn leftmost_offset(program: &Program, root: &IdedExpr) -> usize {
+    let mut leftmost = u32::MAX;
+    let mut stack = vec![root];
+    while let Some(expr) = stack.pop() {
+        if let Some((start, _)) = program.source_info().offset_for(expr.id) {
+            leftmost = leftmost.min(start);
+        }
+        limits::for_each_child(expr, |child| stack.push(child));
+    }
+    if leftmost == u32::MAX {
+        0
+    } else {
+        leftmost as usize
+    }
+}
+
+fn parse_error(src: &str, errors: &ParseErrors) -> CelError {
+    let Some(first) = errors.errors.first() else {
+        return CelError::at_start("syntax error");
+    };
+    let mut message = first.msg.clone();
+    if errors.errors.len() > 1 {
+        message.push_str(&format!(" (and {} more errors)", errors.errors.len() - 1));
+    }
+    let (line, column) = first.pos;
+    if line >= 1 && column >= 1 {
+        return CelError {
+            line: line as usize,
+            column: column as usize,
+            message,
+        };
+    }
+    let offset = first
+        .source_info
+        .as_ref()
+        .and_then(|info| info.offset_for(first.expr_id))
+        .map_or(0, |(start, _)| start as usize);
+    CelError::at_offset(src, offset, message)
+}
+
+/// Evaluates `program` with `vars` bound (declared but missing ones `null`),
+/// then `convert`s the result: on this thread if the AST is shallow, else on a
+/// big-stack thread.
+fn evaluate<T: Send>(
+    env: &Arc<Env>,
+    program: &Program,
+    depth: usize,
+    declared: &[impl AsRef<str> + Sync],
+    vars: &[(&str, &JsonValue)],
+    convert: fn(Value) -> Result<T, String>,
+) -> Result<T, String> {
+    let run = || {
+        let mut context = Context::with_env(Arc::clone(env));
+        for name in declared {
+            let name = name.as_ref();
+            if !vars.iter().any(|(given, _)| *given == name) {
+                context.add_variable_as_val(name, Box::new(CelNull));
+            }
+        }
+        for (name, value) in vars {
+            context.add_variable_as_val(*name, json::to_val(value)?);
+        }
+        let value = program.execute(&context).map_err(|e| e.to_string())?;
+        convert(value)
+    };
+    if depth <= INLINE_EVAL_DEPTH {
+        limits::here(run)?
+    } else {
+        limits::on_big_stack(run)?
+    }
+}

@@ -1,0 +1,130 @@
+//! Mermaid and Graphviz DOT output.
+//!
+//! Edges point from a dependency to its dependent (`dependency --> dependent`),
+//! i.e. in install order: read top-down, a node comes after everything it
+//! depends on. Missing targets are drawn dashed, with a `(missing)` label.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::{Graph, ObjKey};
+
+/// Every edge as (dependency, dependent, dependency is missing), sorted.
+fn edges(graph: &Graph) -> Vec<(ObjKey, ObjKey, bool)> {
+    let mut out: Vec<(ObjKey, ObjKey, bool)> = Vec::new();
+    for (from, deps) in graph.deps.iter().enumerate() {
+        for &dep in deps {
+            out.push((graph.key(dep), graph.key(from), false));
+        }
+    }
+    for (from, target) in &graph.missing {
+        out.push((target.clone(), from.clone(), true));
+    }
+    out.sort();
+    out
+}
+
+/// Missing targets, sorted and unique.
+fn missing_nodes(graph: &Graph) -> Vec<ObjKey> {
+    let mut out: Vec<ObjKey> = graph.missing.iter().map(|(_, t)| t.clone()).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn mermaid_label(key: &ObjKey) -> String {
+    let mut out = String::new();
+    for c in key.to_string().chars() {
+        match c {
+            '"' => out.push_str("#quot;"),
+            '<' => out.push_str("#lt;"),
+            '>' => out.push_str("#gt;"),
+            '#' => out.push_str("#35;"),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn dot_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl Graph {
+    /// A Mermaid `flowchart TD`, edges `dependency --> dependent` (install
+    /// order), missing targets dashed (`-.->`) with class `missing`. Node ids
+    /// are `n<i>` (known, in key order) and `m<i>` (missing).
+    pub fn to_mermaid(&self) -> String {
+        let missing = missing_nodes(self);
+        let mut ids: BTreeMap<(&ObjKey, bool), String> = BTreeMap::new();
+        let mut out = String::from("flowchart TD\n");
+        for (i, key) in self.keys.iter().enumerate() {
+            let id = format!("n{i}");
+            let _ = writeln!(out, "    {id}[\"{}\"]", mermaid_label(key));
+            ids.insert((key, false), id);
+        }
+        for (i, key) in missing.iter().enumerate() {
+            let id = format!("m{i}");
+            let _ = writeln!(out, "    {id}[\"{} (missing)\"]", mermaid_label(key));
+            ids.insert((key, true), id);
+        }
+        for (dep, dependent, is_missing) in edges(self) {
+            let (Some(from), Some(to)) =
+                (ids.get(&(&dep, is_missing)), ids.get(&(&dependent, false)))
+            else {
+                continue;
+            };
+            let arrow = if is_missing { "-.->" } else { "-->" };
+            let _ = writeln!(out, "    {from} {arrow} {to}");
+        }
+        if !missing.is_empty() {
+            out.push_str("    classDef missing stroke-dasharray: 5 5\n");
+            let list: Vec<String> = (0..missing.len()).map(|i| format!("m{i}")).collect();
+            let _ = writeln!(out, "    class {} missing", list.join(","));
+        }
+        out
+    }
+
+    /// A Graphviz `digraph`, edges `"dependency" -> "dependent"` (install
+    /// order), missing targets as dashed nodes labelled `(missing)`.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph fluxdeps {\n    node [shape=box];\n");
+        for key in &self.keys {
+            let _ = writeln!(out, "    {};", dot_string(&key.to_string()));
+        }
+        for key in missing_nodes(self) {
+            let name = key.to_string();
+            let label = format!("{name} (missing)");
+            let _ = writeln!(
+                out,
+                "    {} [style=dashed, label={}];",
+                dot_string(&name),
+                dot_string(&label)
+            );
+        }
+        for (dep, dependent, is_missing) in edges(self) {
+            let style = if is_missing { " [style=dashed]" } else { "" };
+            let _ = writeln!(
+                out,
+                "    {} -> {}{style};",
+                dot_string(&dep.to_string()),
+                dot_string(&dependent.to_string())
+            );
+        }
+        out.push_str("}\n");
+        out
+    }
+}

@@ -1,0 +1,111 @@
+//! Searches from one incoming object, over the part of the graph it reaches.
+
+use std::collections::{HashMap, HashSet};
+
+use super::ObjKey;
+
+/// The cycle that the incoming object `start`, with its (new) dependencies
+/// `start_deps`, would close, if any.
+///
+/// `edges(k)` gives the stored dependencies of every other object (`None`:
+/// object not known, a leaf). `edges(start)` is never consulted: `start`'s
+/// edges are `start_deps`, which replace whatever is stored for it (an UPDATE).
+///
+/// Returns the path starting and ending with `start`, `[start, b, c, start]`,
+/// with no other node repeated; a self-dependency is `[start, start]`.
+/// Depth-first, iterative, O(reachable nodes + edges); dependencies are
+/// explored in the order given, and the first cycle met in that order is
+/// reported.
+pub fn find_cycle_through<'a, F>(
+    start: &ObjKey,
+    start_deps: &[ObjKey],
+    edges: F,
+) -> Option<Vec<ObjKey>>
+where
+    F: Fn(&ObjKey) -> Option<&'a [ObjKey]>,
+{
+    // Nodes already explored (or on the path): none of them leads to `start`
+    // without going through the path, so they are never explored twice.
+    let mut seen: HashSet<&ObjKey> = HashSet::new();
+    seen.insert(start);
+    // The current path: each node with its dependencies and the next to visit.
+    let mut path: Vec<(&ObjKey, &[ObjKey], usize)> = vec![(start, start_deps, 0)];
+    while let Some(top) = path.last_mut() {
+        let deps = top.1;
+        let Some(next) = deps.get(top.2) else {
+            path.pop();
+            continue;
+        };
+        top.2 += 1;
+        if next == start {
+            let mut cycle: Vec<ObjKey> = path.iter().map(|(k, _, _)| (*k).clone()).collect();
+            cycle.push(start.clone());
+            return Some(cycle);
+        }
+        if !seen.insert(next) {
+            continue;
+        }
+        if let Some(next_deps) = edges(next)
+            && !next_deps.is_empty()
+        {
+            path.push((next, next_deps, 0));
+        }
+    }
+    None
+}
+
+/// The length, in edges, of the longest dependency chain starting at `start`
+/// (0 without dependencies), for a depth limit.
+///
+/// `start`'s edges are `start_deps` (`edges(start)` is never consulted); an
+/// unknown dependency (`edges` gives `None`) still counts as one edge.
+/// Assumes no cycle goes through `start`; a cycle elsewhere cannot make it
+/// loop: an edge back onto the current path is ignored, so the result is
+/// always finite (a lower bound of nothing in particular in that case, but
+/// such a graph is already broken). Iterative, O(reachable nodes + edges).
+pub fn longest_chain<'a, F>(start: &ObjKey, start_deps: &[ObjKey], edges: F) -> usize
+where
+    F: Fn(&ObjKey) -> Option<&'a [ObjKey]>,
+{
+    // Longest chain from each finished node.
+    let mut done: HashMap<&ObjKey, usize> = HashMap::new();
+    let mut on_path: HashSet<&ObjKey> = HashSet::new();
+    on_path.insert(start);
+    // (node, its deps, next dep to visit, longest chain found so far)
+    let mut path: Vec<(&ObjKey, &[ObjKey], usize, usize)> = vec![(start, start_deps, 0, 0)];
+    while let Some(top) = path.last_mut() {
+        let deps = top.1;
+        if let Some(next) = deps.get(top.2) {
+            top.2 += 1;
+            if on_path.contains(next) {
+                continue; // a cycle: ignore the edge closing it
+            }
+            if let Some(&len) = done.get(next) {
+                top.3 = top.3.max(len + 1);
+                continue;
+            }
+            match edges(next) {
+                Some(next_deps) if !next_deps.is_empty() => {
+                    on_path.insert(next);
+                    path.push((next, next_deps, 0, 0));
+                }
+                _ => {
+                    done.insert(next, 0);
+                    top.3 = top.3.max(1);
+                }
+            }
+        } else {
+            let (node, _, _, len) = *top;
+            path.pop();
+            on_path.remove(node);
+            match path.last_mut() {
+                Some(parent) => {
+                    parent.3 = parent.3.max(len + 1);
+                    done.insert(node, len);
+                }
+                None => return len,
+            }
+        }
+    }
+    0
+}
