@@ -137,6 +137,46 @@ async fn mutate(State(s): State<Arc<AppState>>, req: Request) -> Response {
     review(s, Mode::Mutate, req).await
 }
 
+/// No decision can be made yet (cluster view not synced): answer per the failure mode.
+fn not_ready(s: &AppState, mode: Mode, body: &[u8]) -> Response {
+    let req = match crate::admission::parse_review(body) {
+        Ok(r) => r,
+        Err(e) => return bad(&s.metrics, "malformed", StatusCode::BAD_REQUEST, e),
+    };
+    let why = "fluxadmit is not ready (cluster view not synced)";
+    let verdict = match s.failure {
+        FailureMode::Allow => crate::admission::Verdict {
+            allowed: true,
+            warnings: vec![format!("{why}: admitted unchecked")],
+            ..Default::default()
+        },
+        FailureMode::Deny => crate::admission::Verdict {
+            allowed: false,
+            message: format!("{why}: retry shortly"),
+            ..Default::default()
+        },
+    };
+    let decision = if verdict.allowed {
+        "unchecked"
+    } else {
+        "denied"
+    };
+    s.metrics
+        .requests
+        .get_or_create(&DecisionLabels {
+            webhook: webhook(mode),
+            decision,
+        })
+        .inc();
+    let body = crate::admission::to_json(crate::admission::respond(&req, verdict));
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 fn webhook(mode: Mode) -> &'static str {
     match mode {
         Mode::Validate => "validate",
@@ -205,6 +245,9 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
         Ok(Ok(c)) => c.to_bytes(),
     };
     let snap = s.snapshot.load();
+    if !s.ready.load(Ordering::Relaxed) {
+        return not_ready(&s, mode, &bytes);
+    }
     let answer = match snap.review(mode, &bytes) {
         Ok(a) => a,
         Err(e) => return bad(m, "malformed", StatusCode::BAD_REQUEST, e),
