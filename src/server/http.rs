@@ -298,3 +298,71 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt as _;
+
+    const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-7",
+        "kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},
+        "namespace":"apps","operation":"CREATE","userInfo":{},"object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}}}"#;
+
+    async fn post(
+        state: Arc<AppState>,
+        path: &str,
+        body: &'static str,
+    ) -> (StatusCode, serde_json::Value) {
+        let req = axum::http::Request::post(path)
+            .body(Body::from(body))
+            .unwrap();
+        let resp = app(state).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn not_ready_answers_per_failure_mode() {
+        let mut st = AppState::new(Snapshot::default(), Arc::new(Metrics::new()));
+        st.ready = AtomicBool::new(false);
+        let st = Arc::new(st);
+        let (code, v) = post(st.clone(), "/validate", REVIEW).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(v["response"]["uid"], "u-7");
+        assert_eq!(v["response"]["allowed"], false);
+        assert!(
+            v["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not ready")
+        );
+
+        let mut st = AppState::new(Snapshot::default(), Arc::new(Metrics::new()));
+        st.ready = AtomicBool::new(false);
+        st.failure = FailureMode::Allow;
+        let (_, v) = post(Arc::new(st), "/validate", REVIEW).await;
+        assert_eq!(v["response"]["allowed"], true);
+        assert!(
+            v["response"]["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("admitted unchecked")
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_review_is_a_400_with_a_message() {
+        let st = Arc::new(AppState::new(Snapshot::default(), Arc::new(Metrics::new())));
+        let (code, v) = post(st, "/mutate", "{\"kind\": 3}").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert_eq!(v["code"], 400);
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("not an AdmissionReview"),
+            "{v}"
+        );
+    }
+}
