@@ -287,7 +287,7 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
                 uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name,
                 operation = ?r.operation, dry_run = r.dry_run, webhook = webhook(mode), decision,
                 latency_us = elapsed.as_micros() as u64, policy = %f.policy, rule = %f.rule,
-                level = ?f.finding.level, path = %f.finding.path, message = %f.finding.message, "violation"
+                level = ?f.finding.level, path = %f.finding.path, finding = %f.finding.message, "violation"
             );
         }
     }
