@@ -90,19 +90,25 @@ pub async fn start(
         None => None,
     };
     let (stop, stop_rx) = watch::channel(false);
+    // Metrics stay up through the drain, so the shutdown itself can be observed.
+    let (finished_tx, mut finished_rx) = watch::channel(false);
     if let Some(l) = metrics_listener {
         let metrics = state.metrics.clone();
-        let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let app = metrics_app(metrics);
             let _ = axum::serve(l, app)
                 .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
+                    let _ = finished_rx.wait_for(|s| *s).await;
                 })
                 .await;
         });
     }
-    let done = tokio::spawn(serve(listener, tls, state.clone(), stop_rx, opts));
+    let serving = serve(listener, tls, state.clone(), stop_rx, opts);
+    let done = tokio::spawn(async move {
+        let res = serving.await;
+        let _ = finished_tx.send(true);
+        res
+    });
     Ok(Running {
         addr,
         metrics_addr,
