@@ -59,3 +59,28 @@ impl CelError {
         }
     }
 }
+
+/// Whether a readyExpr compiles as Flux would compile it, remembered per thread: compiling
+/// costs tens of microseconds (it runs on a large-stack thread), and the same few expressions
+/// come back on every reconcile. The answer is a pure function of the source, so the cache
+/// never changes a verdict.
+pub fn check_ready_expr(src: &str) -> Result<(), CelError> {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    const CAPACITY: usize = 256;
+    thread_local! {
+        static CHECKED: RefCell<HashMap<String, Result<(), CelError>>> = RefCell::new(HashMap::new());
+    }
+    if let Some(hit) = CHECKED.with(|c| c.borrow().get(src).cloned()) {
+        return hit;
+    }
+    let res = compile_ready_expr(src).map(|_| ());
+    CHECKED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= CAPACITY {
+            c.clear();
+        }
+        c.insert(src.to_owned(), res.clone());
+    });
+    res
+}

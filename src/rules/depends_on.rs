@@ -223,7 +223,7 @@ impl DependsOn {
             ));
             return;
         };
-        if let Err(e) = crate::cel::compile_ready_expr(src) {
+        if let Err(e) = crate::cel::check_ready_expr(src) {
             out.push(Finding::error(
                 format!("{path}.readyExpr"),
                 format!(
