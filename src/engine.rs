@@ -167,10 +167,20 @@ pub fn evaluate(mode: Mode, req: &Request, policies: &PolicySet, view: &ClusterV
 
 /// Puts back metadata fields a mutation may have touched but the webhook must never change.
 fn restore_protected(original: &Value, mutated: &mut Value) {
-    let Some(meta) = mutated.get_mut("metadata").and_then(Value::as_object_mut) else {
+    let orig = original.get("metadata").and_then(Value::as_object);
+    let Some(obj) = mutated.as_object_mut() else {
         return;
     };
-    let orig = original.get("metadata").and_then(Value::as_object);
+    // An overlay may have removed or replaced `metadata` whole: start from an empty map then.
+    let meta = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !meta.is_object() {
+        *meta = Value::Object(Default::default());
+    }
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
     for key in PROTECTED_METADATA {
         match orig.and_then(|o| o.get(key)) {
             Some(v) => {
@@ -180,5 +190,8 @@ fn restore_protected(original: &Value, mutated: &mut Value) {
                 meta.remove(key);
             }
         }
+    }
+    if meta.is_empty() && orig.is_none() {
+        obj.remove("metadata");
     }
 }
