@@ -1,7 +1,7 @@
 //! The command line: `serve`, `review`, `certs generate`, `crd`.
 
 use crate::certs::{self, CertOptions};
-use crate::cluster::{ClusterView, load_dir};
+use crate::cluster::{ClusterView, Tracked, load_dir};
 use crate::engine::Mode;
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, load::load_paths};
@@ -57,6 +57,12 @@ pub enum Command {
     Certs(CertsCommand),
     /// Print the DeploymentPolicy CustomResourceDefinition (YAML).
     Crd,
+    /// Review every manifest of a GitOps repository offline, as the webhook would; exit 1 on errors.
+    Check(CheckArgs),
+    /// Print the dependsOn graph of a repository: Mermaid, DOT, or install waves.
+    Graph(GraphArgs),
+    /// Benchmarks: load (vs a floor server), memory, startup, scaling.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -108,6 +114,13 @@ pub struct ServeArgs {
     /// Answer when no decision can be made (not ready).
     #[arg(long, env = "FLUXADMIT_FAILURE_MODE", default_value = "deny")]
     pub failure_mode: FailureMode,
+    /// Fill the cluster view by watching the API server (in-cluster config or kubeconfig);
+    /// `/readyz` stays false until every watched kind is listed.
+    #[arg(long, env = "FLUXADMIT_WATCH")]
+    pub watch: bool,
+    /// With --watch: also watch ConfigMaps, so ConfigMap references are checked.
+    #[arg(long, env = "FLUXADMIT_WATCH_CONFIGMAPS")]
+    pub watch_configmaps: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -146,6 +159,40 @@ pub struct ReviewArgs {
     pub mutate: bool,
     /// AdmissionReview JSON file, or `-` for stdin.
     pub file: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Repository files or directories (e.g. ./clusters/production).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
+    Waves,
+}
+
+#[derive(Args, Debug)]
+pub struct GraphArgs {
+    /// Which Flux kind's graph.
+    #[arg(long, default_value = "helm-release")]
+    pub kind: GraphKind,
+    #[arg(long, default_value = "waves")]
+    pub format: GraphFormat,
+    /// Repository files or directories.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GraphKind {
+    HelmRelease,
+    Kustomization,
 }
 
 #[derive(Subcommand, Debug)]
@@ -224,12 +271,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(serve(*args))
         }
         Command::Review(args) => review(args),
+        Command::Bench(args) => crate::bench::run(args),
         Command::Certs(CertsCommand::Generate { out, cert }) => {
             certs::write(&out, &certs::generate(&cert.options())?)?;
             println!(
                 "wrote ca.crt, ca.key, tls.crt, tls.key to {}",
                 out.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(args) => check(args),
+        Command::Graph(args) => {
+            let docs = crate::check::read_documents(&args.paths)?;
+            let kind = match args.kind {
+                GraphKind::HelmRelease => crate::cluster::FluxKind::HelmRelease,
+                GraphKind::Kustomization => crate::cluster::FluxKind::Kustomization,
+            };
+            let g = crate::check::graph(&docs, kind);
+            match args.format {
+                GraphFormat::Mermaid => print!("{}", g.to_mermaid()),
+                GraphFormat::Dot => print!("{}", g.to_dot()),
+                GraphFormat::Waves => print!("{}", crate::check::waves_text(&g)),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Crd => {
@@ -241,6 +304,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let snap = match load_snapshot(&args.sources) {
+        Ok(s) => s,
+        Err((code, e)) => {
+            eprintln!("error: {e:#}");
+            return Ok(code);
+        }
+    };
+    let docs = match crate::check::read_documents(&args.paths) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let report = crate::check::check(snap.policies, snap.view, &docs);
+    for f in &report.findings {
+        println!("{f}");
+    }
+    println!(
+        "checked {} objects: {} errors, {} warnings",
+        report.objects,
+        report.errors(),
+        report.warnings()
+    );
+    Ok(if report.errors() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
@@ -306,7 +401,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut state = AppState::new(snap, metrics.clone());
     state.budget = args.timeout;
     state.failure = args.failure_mode;
+    if args.watch {
+        state.ready = std::sync::atomic::AtomicBool::new(false);
+    }
     let state = Arc::new(state);
+    let _watch_task = if args.watch {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the API server for --watch")?;
+        let mut kinds: Vec<Tracked> = Tracked::ALL
+            .into_iter()
+            .filter(|k| *k != Tracked::ConfigMap)
+            .collect();
+        if args.watch_configmaps {
+            kinds.push(Tracked::ConfigMap);
+        }
+        let st = state.clone();
+        Some(tokio::spawn(crate::cluster::watch::run(
+            client,
+            kinds,
+            Duration::from_millis(250),
+            move |view| {
+                let policies = st.snapshot.load().policies.clone();
+                st.metrics.view_objects.set(view.len() as i64);
+                st.snapshot.store(Arc::new(Snapshot { policies, view }));
+                if !st.ready.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    tracing::info!("cluster view synced: ready");
+                }
+            },
+        )))
+    } else {
+        None
+    };
     let running = server::start(
         args.addr,
         Some(args.metrics_addr),

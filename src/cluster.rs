@@ -2,6 +2,7 @@
 //! cluster. Secrets are reduced to name, namespace, type and key names: values never enter it.
 
 pub mod load;
+pub mod watch;
 
 pub use load::{LoadError, load_dir};
 
@@ -11,7 +12,7 @@ use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 
 /// Objects of one kind indexed by namespace, then name; lookups borrow, never allocate.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Index<T> {
     by_ns: HashMap<String, HashMap<String, T>>,
     len: usize,
@@ -163,8 +164,64 @@ impl FluxKind {
     }
 }
 
+/// The kinds the view tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tracked {
+    HelmRelease,
+    Kustomization,
+    Namespace,
+    ServiceAccount,
+    Secret,
+    ConfigMap,
+}
+
+impl Tracked {
+    pub const ALL: [Tracked; 6] = [
+        Tracked::HelmRelease,
+        Tracked::Kustomization,
+        Tracked::Namespace,
+        Tracked::ServiceAccount,
+        Tracked::Secret,
+        Tracked::ConfigMap,
+    ];
+
+    pub fn from_group_kind(group: &str, kind: &str) -> Option<Tracked> {
+        match (group, kind) {
+            ("helm.toolkit.fluxcd.io", "HelmRelease") => Some(Tracked::HelmRelease),
+            ("kustomize.toolkit.fluxcd.io", "Kustomization") => Some(Tracked::Kustomization),
+            ("", "Namespace") => Some(Tracked::Namespace),
+            ("", "ServiceAccount") => Some(Tracked::ServiceAccount),
+            ("", "Secret") => Some(Tracked::Secret),
+            ("", "ConfigMap") => Some(Tracked::ConfigMap),
+            _ => None,
+        }
+    }
+
+    /// (group, version, kind, plural) as served by the API server.
+    pub fn resource(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Tracked::HelmRelease => (
+                "helm.toolkit.fluxcd.io",
+                "v2",
+                "HelmRelease",
+                "helmreleases",
+            ),
+            Tracked::Kustomization => (
+                "kustomize.toolkit.fluxcd.io",
+                "v1",
+                "Kustomization",
+                "kustomizations",
+            ),
+            Tracked::Namespace => ("", "v1", "Namespace", "namespaces"),
+            Tracked::ServiceAccount => ("", "v1", "ServiceAccount", "serviceaccounts"),
+            Tracked::Secret => ("", "v1", "Secret", "secrets"),
+            Tracked::ConfigMap => ("", "v1", "ConfigMap", "configmaps"),
+        }
+    }
+}
+
 /// The whole view. Built once, then shared read-only behind an `Arc` snapshot.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ClusterView {
     pub helm_releases: Index<FluxObject>,
     pub kustomizations: Index<FluxObject>,
@@ -200,6 +257,14 @@ impl ClusterView {
         let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
         let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        match Tracked::from_group_kind(group, kind) {
+            Some(t) => self.apply(t, obj),
+            None => false,
+        }
+    }
+
+    /// Adds or replaces one object of a known kind (list items carry no apiVersion/kind).
+    pub fn apply(&mut self, kind: Tracked, obj: &Value) -> bool {
         let name = obj
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -212,19 +277,23 @@ impl ClusterView {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .unwrap_or("default");
-        if let Some(fk) = FluxKind::from_group_kind(group, kind) {
-            self.flux_mut(fk)
-                .insert(namespace, name, FluxObject::from_manifest(namespace, obj));
-            return true;
-        }
-        if !group.is_empty() {
-            return false;
-        }
         match kind {
-            "Namespace" => {
+            Tracked::HelmRelease | Tracked::Kustomization => {
+                let fk = if kind == Tracked::HelmRelease {
+                    FluxKind::HelmRelease
+                } else {
+                    FluxKind::Kustomization
+                };
+                self.flux_mut(fk).insert(
+                    namespace,
+                    name,
+                    FluxObject::from_manifest(namespace, obj),
+                );
+            }
+            Tracked::Namespace => {
                 self.namespaces.insert(name.to_owned(), labels_of(obj));
             }
-            "Secret" => {
+            Tracked::Secret => {
                 let type_ = obj
                     .get("type")
                     .and_then(Value::as_str)
@@ -236,7 +305,7 @@ impl ClusterView {
                 };
                 self.secrets.insert(namespace, name, info);
             }
-            "ConfigMap" => {
+            Tracked::ConfigMap => {
                 self.tracks_config_maps = true;
                 self.config_maps.insert(
                     namespace,
@@ -246,7 +315,7 @@ impl ClusterView {
                     },
                 );
             }
-            "ServiceAccount" => {
+            Tracked::ServiceAccount => {
                 let pulls = obj
                     .get("imagePullSecrets")
                     .and_then(Value::as_array)
@@ -264,9 +333,40 @@ impl ClusterView {
                     },
                 );
             }
-            _ => return false,
         }
         true
+    }
+
+    /// Removes one object.
+    pub fn delete(&mut self, kind: Tracked, namespace: &str, name: &str) {
+        let namespace = if namespace.is_empty() {
+            "default"
+        } else {
+            namespace
+        };
+        match kind {
+            Tracked::HelmRelease => drop(self.helm_releases.remove(namespace, name)),
+            Tracked::Kustomization => drop(self.kustomizations.remove(namespace, name)),
+            Tracked::Namespace => drop(self.namespaces.remove(name)),
+            Tracked::Secret => drop(self.secrets.remove(namespace, name)),
+            Tracked::ConfigMap => drop(self.config_maps.remove(namespace, name)),
+            Tracked::ServiceAccount => drop(self.service_accounts.remove(namespace, name)),
+        }
+    }
+
+    /// Replaces every object of one kind with those of `from` (a relist).
+    pub fn replace_kind(&mut self, kind: Tracked, from: ClusterView) {
+        match kind {
+            Tracked::HelmRelease => self.helm_releases = from.helm_releases,
+            Tracked::Kustomization => self.kustomizations = from.kustomizations,
+            Tracked::Namespace => self.namespaces = from.namespaces,
+            Tracked::Secret => self.secrets = from.secrets,
+            Tracked::ConfigMap => {
+                self.config_maps = from.config_maps;
+                self.tracks_config_maps = true;
+            }
+            Tracked::ServiceAccount => self.service_accounts = from.service_accounts,
+        }
     }
 
     /// Number of objects in the view.

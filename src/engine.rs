@@ -99,7 +99,7 @@ pub fn evaluate(mode: Mode, req: &Request, policies: &PolicySet, view: &ClusterV
     let mut scratch = Vec::new();
     let mut mutated: Option<Value> = None;
     let mut matched = 0;
-    for policy in &policies.policies {
+    for policy in policies.policies.iter() {
         if !policy.matcher.matches(&input, &DEFAULT_OPS)
             || policy
                 .exclude

@@ -4,8 +4,10 @@
 //! `engine` (pure evaluation of `policy` rules against the `cluster` view and the `graph`).
 
 pub mod admission;
+pub mod bench;
 pub mod cel;
 pub mod certs;
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod engine;

@@ -20,10 +20,11 @@ pub struct CompiledPolicy {
     pub rules: Vec<CompiledRule>,
 }
 
-/// Every loaded policy, sorted by name: the order mutations compose in.
-#[derive(Debug, Default)]
+/// Every loaded policy, sorted by name: the order mutations compose in. Cheap to clone: the
+/// compiled policies are shared, so a new snapshot (a changed cluster view) reuses them.
+#[derive(Debug, Default, Clone)]
 pub struct PolicySet {
-    pub policies: Vec<CompiledPolicy>,
+    pub policies: std::sync::Arc<Vec<CompiledPolicy>>,
 }
 
 impl PolicySet {

@@ -72,7 +72,7 @@ pub fn compile_documents(docs: Vec<(String, Value)>) -> Result<PolicySet, Policy
         by_name.insert(policy.name.clone(), policy);
     }
     Ok(PolicySet {
-        policies: by_name.into_values().collect(),
+        policies: std::sync::Arc::new(by_name.into_values().collect()),
     })
 }
 

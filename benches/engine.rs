@@ -1,0 +1,162 @@
+//! Engine benchmarks: one review through `Snapshot::review` (no I/O), the JSON Patch build,
+//! the dependency cycle check, and how a HelmRelease review scales with matching rules and
+//! view size. The inputs come from `fluxadmit::bench::generate` (src/bench/gen.rs), shared with `fluxadmit bench`.
+//!
+//! `cargo bench --bench engine` uses the real sizes (a 65,000-object view). Under
+//! `cargo test`, where criterion runs each benchmark once as a check, the views are shrunk so
+//! the setup stays fast in a debug build.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use criterion::{BenchmarkId, Criterion};
+use fluxadmit::bench::generate::{self, Graph, ViewSize};
+use fluxadmit::engine::Mode;
+use fluxadmit::graph::{ObjKey, find_cycle_through};
+use fluxadmit::state::Snapshot;
+use std::cell::Cell;
+use std::hint::black_box;
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test` does not (criterion's test mode).
+    let full = std::env::args().any(|a| a == "--bench");
+    let scale = |n: usize| if full { n } else { (n / 100).max(650) };
+    let mut c = Criterion::default().configure_from_args();
+
+    let size = ViewSize::of(scale(65_000));
+    let snap = Snapshot {
+        policies: generate::policies().unwrap(),
+        view: generate::view(&size),
+    };
+    reviews(&mut c, &snap, &size);
+    patch(&mut c, &snap);
+    graph(&mut c);
+    scaling(&mut c, snap, &size, scale);
+    c.final_summary();
+}
+
+/// (a) the ~6 KB Deployment, validate and mutate; (b) the ~3 KB HelmRelease vs the 65k view.
+fn reviews(c: &mut Criterion, snap: &Snapshot, size: &ViewSize) {
+    let deploy = generate::deployment_review("bench-deploy");
+    let hr = generate::helmrelease_review(size, "bench-hr");
+    // The inputs are what they claim to be: admitted, no finding, the mutation patches.
+    let v = snap.review(Mode::Validate, &deploy).unwrap();
+    assert!(v.outcome.verdict.allowed && v.outcome.findings.is_empty());
+    let m = snap.review(Mode::Mutate, &deploy).unwrap();
+    assert!(m.outcome.verdict.patch.is_some_and(|p| !p.0.is_empty()));
+    let h = snap.review(Mode::Validate, &hr).unwrap();
+    assert!(h.outcome.verdict.allowed && h.outcome.findings.is_empty());
+
+    let mut g = c.benchmark_group("review");
+    g.bench_function("deployment_6k/validate", |b| {
+        b.iter(|| snap.review(Mode::Validate, black_box(&deploy)))
+    });
+    g.bench_function("deployment_6k/mutate", |b| {
+        b.iter(|| snap.review(Mode::Mutate, black_box(&deploy)))
+    });
+    g.bench_function("deployment_6k/validate+mutate", |b| {
+        b.iter(|| {
+            (
+                snap.review(Mode::Validate, black_box(&deploy)),
+                snap.review(Mode::Mutate, black_box(&deploy)),
+            )
+        })
+    });
+    g.bench_function(
+        BenchmarkId::new("helmrelease_3k/validate", snap.view.len()),
+        |b| b.iter(|| snap.review(Mode::Validate, black_box(&hr))),
+    );
+    g.finish();
+}
+
+/// (c) `json_patch::diff` between the Deployment as received and as mutated.
+fn patch(c: &mut Criterion, snap: &Snapshot) {
+    let body = generate::deployment_review("bench-patch");
+    let original = fluxadmit::admission::parse_review(&body).unwrap().object;
+    let answer = snap.review(Mode::Mutate, &body).unwrap();
+    let mut mutated = original.clone();
+    json_patch::patch(&mut mutated, &answer.outcome.verdict.patch.unwrap()).unwrap();
+    let ops = json_patch::diff(&original, &mutated).0.len();
+    assert!(ops > 0);
+    c.bench_function(&format!("json_patch/diff_deployment_{ops}_ops"), |b| {
+        b.iter(|| json_patch::diff(black_box(&original), black_box(&mutated)))
+    });
+}
+
+/// (d) `find_cycle_through` for one new edge in a 10,000-node graph: 5 chains of 1,000 and a
+/// random DAG of 5,000.
+fn graph(c: &mut Criterion) {
+    let g = Graph::generate(5, 1_000, 5_000);
+    assert_eq!(g.len(), 10_000);
+    let new = ObjKey::new("ns-0", "incoming");
+    let chain = &g.chains[0];
+    let own_plus = |k: &ObjKey, extra: &ObjKey| {
+        let mut d = g.edges_of(k).unwrap_or_default().to_vec();
+        d.push(extra.clone());
+        d
+    };
+    let cases: Vec<(&str, ObjKey, Vec<ObjKey>)> = vec![
+        ("new_to_dag_small", new.clone(), vec![g.dag[20].clone()]),
+        (
+            "existing_dag_node_new_edge",
+            g.dag[2_500].clone(),
+            own_plus(&g.dag[2_500], &g.dag[100]),
+        ),
+        ("new_to_chain_top", new.clone(), vec![chain[999].clone()]),
+        (
+            "chain_bottom_to_top_closes_cycle",
+            chain[0].clone(),
+            vec![chain[999].clone()],
+        ),
+        ("new_to_dag_last", new.clone(), vec![g.dag[4_999].clone()]),
+    ];
+    let mut group = c.benchmark_group("cycle_check_10k");
+    for (name, start, deps) in &cases {
+        let visited = Cell::new(0usize);
+        let cycle = find_cycle_through(start, deps, |k| {
+            visited.set(visited.get() + 1);
+            g.edges_of(k)
+        });
+        eprintln!(
+            "cycle_check_10k/{name}: {} nodes looked up, cycle: {}",
+            visited.get(),
+            cycle.map_or("none".to_owned(), |c| format!("{} nodes", c.len() - 1))
+        );
+        group.bench_function(*name, |b| {
+            b.iter(|| find_cycle_through(black_box(start), black_box(deps), |k| g.edges_of(k)))
+        });
+    }
+    group.finish();
+}
+
+/// Scaling: the HelmRelease review against matching rules (1, 10, 50) and view size.
+fn scaling(c: &mut Criterion, snap: Snapshot, size: &ViewSize, scale: impl Fn(usize) -> usize) {
+    let hr = generate::helmrelease_review(size, "bench-scaling");
+    let mut view = snap.view;
+    let mut g = c.benchmark_group("scaling_rules");
+    for n in [1, 10, 50] {
+        let s = Snapshot {
+            policies: generate::scaling_policies(n).unwrap(),
+            view,
+        };
+        assert_eq!(s.review(Mode::Validate, &hr).unwrap().outcome.matched, n);
+        g.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| s.review(Mode::Validate, black_box(&hr)))
+        });
+        view = s.view;
+    }
+    g.finish();
+    drop(view);
+
+    let mut g = c.benchmark_group("scaling_view");
+    for objects in [1_000, 10_000, 100_000] {
+        let size = ViewSize::of(scale(objects));
+        let hr = generate::helmrelease_review(&size, "bench-scaling");
+        let s = Snapshot {
+            policies: generate::policies().unwrap(),
+            view: generate::view(&size),
+        };
+        g.bench_function(BenchmarkId::from_parameter(objects), |b| {
+            b.iter(|| s.review(Mode::Validate, black_box(&hr)))
+        });
+    }
+    g.finish();
+}

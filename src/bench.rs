@@ -1,0 +1,174 @@
+//! `fluxadmit bench`: load (floor server vs fluxadmit over TLS), memory, startup and scaling
+//! benchmarks. The generators in [`generate`] (`src/bench/gen.rs`) are shared with the criterion benches
+//! (`benches/engine.rs`). See BENCHMARKS.md for the commands and the numbers.
+
+#[path = "bench/gen.rs"]
+pub mod generate;
+pub mod load;
+pub mod scaling;
+pub mod startup;
+
+use crate::cli::parse_duration;
+use clap::{Args, Subcommand};
+use load::{LoadConfig, Proto, Scenario, Server};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Floor server vs fluxadmit, over TLS with keep-alive, HTTP/1.1 and HTTP/2.
+    Load(LoadArgs),
+    /// RSS of this process before and after building the policies and a generated view.
+    Memory(MemoryArgs),
+    /// Time from starting `fluxadmit serve` to a 200 on /readyz with a generated --state.
+    Startup(StartupArgs),
+    /// HelmRelease review latency against matching rules and view size.
+    Scaling(ScalingArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Measured time per (server, protocol, connections, body).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time before each measurement (connections are already open).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Concurrent requests in flight: connections (HTTP/1.1) or streams (HTTP/2).
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    pub connections: Vec<usize>,
+    /// Objects in fluxadmit's generated cluster view.
+    #[arg(long, default_value_t = 65_000)]
+    pub objects: usize,
+    #[arg(long, value_delimiter = ',', default_value = "h1,h2")]
+    pub protocols: Vec<Proto>,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "deploy-validate,deploy-mutate,hr-validate"
+    )]
+    pub bodies: Vec<Scenario>,
+    #[arg(long, value_delimiter = ',', default_value = "floor,fluxadmit")]
+    pub servers: Vec<Server>,
+    /// HTTP/2 connections the streams are spread over.
+    #[arg(long, default_value_t = 4)]
+    pub h2_connections: usize,
+    /// Worker threads of the servers' runtime.
+    #[arg(long, default_value_t = 2)]
+    pub server_threads: usize,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// Also write the markdown report to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct MemoryArgs {
+    #[arg(long, default_value_t = 65_000)]
+    pub objects: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct StartupArgs {
+    #[arg(long, default_value_t = 65_000)]
+    pub objects: usize,
+    /// Number of starts (the state directory is written once).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Give up on one start after this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct ScalingArgs {
+    /// Numbers of matching rules (generated policies, one rule each).
+    #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
+    pub rules: Vec<usize>,
+    /// View size for the matching-rules series.
+    #[arg(long, default_value_t = 65_000)]
+    pub rules_objects: usize,
+    /// View sizes (objects) for the view series.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    pub views: Vec<usize>,
+    /// Measuring time per case.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub budget: Duration,
+}
+
+/// Median time of one call of `f`, in ns: a tenth of `budget` to warm up and size batches of
+/// about 1 ms, then batches until `budget` is spent; the median of the batch means.
+pub fn median_ns(mut f: impl FnMut(), budget: Duration) -> f64 {
+    let warm = budget / 10;
+    let t = Instant::now();
+    let mut iters: u128 = 0;
+    while t.elapsed() < warm || iters == 0 {
+        f();
+        iters += 1;
+    }
+    let per = (t.elapsed().as_nanos() / iters).max(1);
+    let batch = (1_000_000 / per).clamp(1, 100_000);
+    let mut samples = Vec::new();
+    let end = Instant::now() + budget;
+    while Instant::now() < end || samples.len() < 5 {
+        let t = Instant::now();
+        for _ in 0..batch {
+            f();
+        }
+        samples.push(t.elapsed().as_nanos() as f64 / batch as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn emit(report: &str, out: Option<&PathBuf>) -> anyhow::Result<()> {
+    println!("{report}");
+    if let Some(p) = out {
+        std::fs::write(p, report)?;
+    }
+    Ok(())
+}
+
+/// `fluxadmit bench ...`.
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        BenchCommand::Load(a) => {
+            let cfg = LoadConfig {
+                duration: a.duration,
+                warmup: a.warmup,
+                connections: a.connections,
+                objects: a.objects,
+                protocols: a.protocols,
+                scenarios: a.bodies,
+                servers: a.servers,
+                h2_connections: a.h2_connections,
+                server_threads: a.server_threads,
+                client_threads: a.client_threads,
+            };
+            let (rows, probes) = load::run(&cfg)?;
+            emit(&load::markdown(&cfg, &rows, &probes), a.out.as_ref())?;
+        }
+        BenchCommand::Memory(a) => {
+            let r = startup::memory(a.objects)?;
+            println!("{}", r.markdown());
+        }
+        BenchCommand::Startup(a) => {
+            let (fx, runs) = startup::startup(a.objects, a.runs, a.timeout)?;
+            println!("{}", startup::startup_markdown(&fx, &runs));
+        }
+        BenchCommand::Scaling(a) => {
+            let (r, v) = scaling::run(&a.rules, a.rules_objects, &a.views, a.budget)?;
+            println!("{}", scaling::markdown(&r, &v));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,176 @@
+//! `fluxadmit check`: the admission engine run offline over a GitOps repository, so a broken
+//! dependency graph or a missing Secret is caught in CI before it reaches the cluster.
+//! Each object is reviewed as a CREATE against a view made of the state directories plus
+//! every object in the repository (Flux applies them together).
+
+use crate::cluster::load::{LoadError, manifest_files, parse_manifests};
+use crate::cluster::{ClusterView, FluxKind, depends_on_of};
+use crate::engine::Mode;
+use crate::graph::{Graph, ObjKey};
+use crate::policy::PolicySet;
+use crate::rules::Level;
+use crate::state::Snapshot;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+/// One manifest and the file it came from.
+pub struct Document {
+    pub file: PathBuf,
+    pub object: Value,
+}
+
+/// Every manifest under the paths (files or directories), in path order.
+pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<Document>, LoadError> {
+    let mut docs = Vec::new();
+    for p in paths {
+        let files = if p.is_dir() {
+            manifest_files(p)?
+        } else {
+            vec![p.clone()]
+        };
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|source| LoadError::Io {
+                path: f.clone(),
+                source,
+            })?;
+            for object in parse_manifests(&f, &text)? {
+                docs.push(Document {
+                    file: f.clone(),
+                    object,
+                });
+            }
+        }
+    }
+    Ok(docs)
+}
+
+/// A finding on one object of the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckFinding {
+    pub file: String,
+    pub object: String,
+    pub level: Level,
+    pub text: String,
+}
+
+impl std::fmt::Display for CheckFinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let level = match self.level {
+            Level::Error => "error",
+            Level::Warning => "warning",
+        };
+        write!(f, "{}: {} {level}: {}", self.file, self.object, self.text)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub objects: usize,
+    pub findings: Vec<CheckFinding>,
+}
+
+impl Report {
+    pub fn errors(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.level == Level::Error)
+            .count()
+    }
+
+    pub fn warnings(&self) -> usize {
+        self.findings.len() - self.errors()
+    }
+}
+
+fn namespace_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+}
+
+/// Reviews every document as the validating webhook would on CREATE.
+pub fn check(policies: PolicySet, state: ClusterView, docs: &[Document]) -> Report {
+    let mut view = state;
+    for d in docs {
+        view.add_manifest(&d.object);
+    }
+    let snap = Snapshot { policies, view };
+    let mut report = Report::default();
+    for (i, d) in docs.iter().enumerate() {
+        let obj = &d.object;
+        let (Some(api_version), Some(kind), Some(name)) = (
+            obj.get("apiVersion").and_then(Value::as_str),
+            obj.get("kind").and_then(Value::as_str),
+            obj.pointer("/metadata/name").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let ns = namespace_of(obj);
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": format!("check-{i}"),
+                "kind": {"group": group, "version": version, "kind": kind},
+                "resource": {"group": group, "version": version, "resource": ""},
+                "name": name, "namespace": ns, "operation": "CREATE",
+                "userInfo": {"username": "fluxadmit-check"}, "object": obj, "dryRun": true
+            }
+        });
+        let Ok(bytes) = serde_json::to_vec(&body) else {
+            continue;
+        };
+        report.objects += 1;
+        let Ok(answer) = snap.review(Mode::Validate, &bytes) else {
+            continue;
+        };
+        for r in answer.outcome.findings {
+            report.findings.push(CheckFinding {
+                file: d.file.display().to_string(),
+                object: format!("{kind} {ns}/{name}"),
+                level: r.finding.level,
+                text: r.to_string(),
+            });
+        }
+    }
+    report
+}
+
+/// The dependsOn graph of one Flux kind over the documents.
+pub fn graph(docs: &[Document], kind: FluxKind) -> Graph {
+    let nodes = docs.iter().filter_map(|d| {
+        let obj = &d.object;
+        let api_version = obj.get("apiVersion").and_then(Value::as_str)?;
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        let k = obj.get("kind").and_then(Value::as_str)?;
+        if FluxKind::from_group_kind(group, k) != Some(kind) {
+            return None;
+        }
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str)?;
+        let ns = namespace_of(obj);
+        Some((ObjKey::new(ns, name), depends_on_of(ns, obj)))
+    });
+    Graph::new(nodes)
+}
+
+/// Renders the install order as waves: objects in one wave can install in parallel.
+pub fn waves_text(g: &Graph) -> String {
+    match g.waves() {
+        Ok(waves) => waves
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let names: Vec<String> = w.iter().map(ToString::to_string).collect();
+                format!("wave {}: {}\n", i + 1, names.join(", "))
+            })
+            .collect(),
+        Err(cycles) => cycles
+            .iter()
+            .map(|c| {
+                let names: Vec<String> = c.iter().map(ToString::to_string).collect();
+                format!("cycle: {}\n", names.join(" → "))
+            })
+            .collect(),
+    }
+}

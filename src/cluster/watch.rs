@@ -1,0 +1,138 @@
+//! In a cluster: the view filled by kube-rs watchers. Every event is reduced at once to what
+//! the rules need (Secrets: name, type, key names), so values are dropped as they arrive and
+//! never stored. A new immutable view is published at most once per debounce interval, and
+//! only after every watched kind has completed its initial list.
+
+use super::{ClusterView, Tracked};
+use futures::StreamExt as _;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt as _};
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+/// Helm keeps release history in Secrets of this type: large, numerous, never referenced by
+/// Flux objects. The Secret watch leaves them out server-side.
+pub const HELM_STORAGE_SELECTOR: &str = "type!=helm.sh/release.v1";
+
+/// The view being built from watch events.
+#[derive(Debug)]
+pub struct LiveView {
+    view: ClusterView,
+    buffers: HashMap<Tracked, ClusterView>,
+    synced: BTreeSet<Tracked>,
+    kinds: Vec<Tracked>,
+}
+
+impl LiveView {
+    pub fn new(kinds: &[Tracked]) -> LiveView {
+        LiveView {
+            view: ClusterView::default(),
+            buffers: HashMap::new(),
+            synced: BTreeSet::new(),
+            kinds: kinds.to_vec(),
+        }
+    }
+
+    /// Applies one watch event. Returns true when the visible view changed.
+    pub fn handle(&mut self, kind: Tracked, event: Event<DynamicObject>) -> bool {
+        match event {
+            Event::Apply(obj) => {
+                self.view.apply(kind, &reduce(obj));
+                true
+            }
+            Event::Delete(obj) => {
+                let ns = obj.namespace().unwrap_or_default();
+                self.view.delete(kind, &ns, &obj.name_any());
+                true
+            }
+            Event::Init => {
+                self.buffers.insert(kind, ClusterView::default());
+                false
+            }
+            Event::InitApply(obj) => {
+                self.buffers
+                    .entry(kind)
+                    .or_default()
+                    .apply(kind, &reduce(obj));
+                false
+            }
+            Event::InitDone => {
+                let fresh = self.buffers.remove(&kind).unwrap_or_default();
+                self.view.replace_kind(kind, fresh);
+                self.synced.insert(kind);
+                true
+            }
+        }
+    }
+
+    /// Whether every watched kind has been listed once.
+    pub fn is_synced(&self) -> bool {
+        self.kinds.iter().all(|k| self.synced.contains(k))
+    }
+
+    pub fn view(&self) -> &ClusterView {
+        &self.view
+    }
+}
+
+/// The object as JSON for the view to reduce; the object itself is dropped here.
+fn reduce(obj: DynamicObject) -> serde_json::Value {
+    serde_json::to_value(&obj).unwrap_or_default()
+}
+
+fn api_resource(kind: Tracked) -> ApiResource {
+    let (group, version, k, plural) = kind.resource();
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, k), plural)
+}
+
+/// Watches the kinds cluster-wide and calls `publish` with a fresh view whenever it changed
+/// (at most once per `debounce`) once every kind is synced. Runs until the client fails for
+/// good or the task is dropped; transient errors are retried with backoff.
+pub async fn run<F>(client: Client, kinds: Vec<Tracked>, debounce: Duration, publish: F)
+where
+    F: Fn(ClusterView) + Send + 'static,
+{
+    let streams = kinds.iter().map(|&kind| {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(kind));
+        let mut cfg = watcher::Config::default();
+        if kind == Tracked::Secret {
+            cfg = cfg.fields(HELM_STORAGE_SELECTOR);
+        }
+        watcher(api, cfg)
+            .default_backoff()
+            .map(move |e| (kind, e))
+            .boxed()
+    });
+    let mut events = futures::stream::select_all(streams);
+    let mut live = LiveView::new(&kinds);
+    let mut dirty = false;
+    let mut tick = tokio::time::interval(debounce);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                None => return,
+                Some((kind, Ok(event))) => dirty |= live.handle(kind, event),
+                Some((kind, Err(e))) => tracing::warn!(?kind, error = %e, "watch failed; retrying"),
+            },
+            _ = tick.tick() => {
+                if dirty && live.is_synced() {
+                    publish(live.view().clone());
+                    dirty = false;
+                }
+            }
+        }
+    }
+}
+
+fn watcher(
+    api: Api<DynamicObject>,
+    cfg: watcher::Config,
+) -> impl futures::Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Send {
+    watcher::watcher(api, cfg)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+use super::*;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::channel::{Channel, Sender};
+use serde_json::{Value, json};
+use std::convert::Infallible;
+
+const CANARY: &str = "Q0FOQVJZLXZhbHVlLW5ldmVyLXN0b3JlZA==";
+
+fn obj(v: Value) -> DynamicObject {
+    serde_json::from_value(v).unwrap()
+}
+
+fn secret(name: &str, keys: &[&str]) -> DynamicObject {
+    let data: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|k| ((*k).to_owned(), json!(CANARY)))
+        .collect();
+    obj(json!({"metadata": {"name": name, "namespace": "apps"}, "type": "Opaque", "data": data}))
+}
+
+#[test]
+fn relist_replaces_a_kind_and_events_apply_in_order() {
+    let mut live = LiveView::new(&[Tracked::Secret, Tracked::HelmRelease]);
+    assert!(!live.handle(Tracked::Secret, Event::Init));
+    live.handle(Tracked::Secret, Event::InitApply(secret("a", &["x"])));
+    live.handle(Tracked::Secret, Event::InitApply(secret("b", &["y"])));
+    assert!(live.view().secrets.is_empty(), "buffered until InitDone");
+    assert!(live.handle(Tracked::Secret, Event::InitDone));
+    assert_eq!(live.view().secrets.len(), 2);
+    assert!(!live.is_synced(), "HelmReleases not listed yet");
+
+    live.handle(Tracked::HelmRelease, Event::Init);
+    live.handle(Tracked::HelmRelease, Event::InitDone);
+    assert!(live.is_synced());
+
+    live.handle(Tracked::Secret, Event::Apply(secret("a", &["x", "z"])));
+    live.handle(Tracked::Secret, Event::Delete(secret("b", &[])));
+    let a = live.view().secrets.get("apps", "a").unwrap();
+    assert_eq!(
+        a.keys.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["x", "z"]
+    );
+    assert!(live.view().secrets.get("apps", "b").is_none());
+
+    // A relist drops what disappeared while the watch was down.
+    live.handle(Tracked::Secret, Event::Init);
+    live.handle(Tracked::Secret, Event::InitApply(secret("c", &["k"])));
+    live.handle(Tracked::Secret, Event::InitDone);
+    assert!(live.view().secrets.get("apps", "a").is_none());
+    assert!(live.view().secrets.get("apps", "c").is_some());
+    assert!(
+        !format!("{:?}", live.view()).contains(CANARY),
+        "a secret value was stored"
+    );
+}
+
+type Body = Channel<Bytes, Infallible>;
+
+async fn respond(body: String) -> (Response<Body>, Sender<Bytes, Infallible>) {
+    let (mut tx, rx) = Channel::<Bytes, Infallible>::new(16);
+    tx.send_data(Bytes::from(body)).await.unwrap();
+    (
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(rx)
+            .unwrap(),
+        tx,
+    )
+}
+
+/// A scripted API server: lists answer with fixed items; the first watch per resource gets the
+/// given events and stays open.
+async fn api_server(
+    mut handle: tower_test::mock::Handle<Request<kube::client::Body>, Response<Body>>,
+    seen: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    let mut open = Vec::new();
+    while let Some((req, send)) = handle.next_request().await {
+        let uri = req.uri().to_string();
+        assert_eq!(req.method(), http::Method::GET, "{uri}");
+        let _ = seen.send(uri.clone());
+        let path = req.uri().path().to_owned();
+        let watching = uri.contains("watch=true");
+        let body = match (path.as_str(), watching) {
+            ("/api/v1/secrets", false) => json!({"kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": "10"},
+                "items": [{"metadata": {"name": "wiz-api-token", "namespace": "wiz", "resourceVersion": "9"}, "type": "Opaque",
+                           "data": {"clientId": CANARY, "clientToken": CANARY}}]}).to_string(),
+            ("/apis/helm.toolkit.fluxcd.io/v2/helmreleases", false) => json!({"kind": "HelmReleaseList",
+                "apiVersion": "helm.toolkit.fluxcd.io/v2", "metadata": {"resourceVersion": "10"},
+                "items": [{"metadata": {"name": "api", "namespace": "apps", "resourceVersion": "8"},
+                           "spec": {"dependsOn": [{"name": "database"}]}}]}).to_string(),
+            ("/apis/helm.toolkit.fluxcd.io/v2/helmreleases", true) => format!("{}\n", json!({"type": "ADDED", "object": {
+                "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+                "metadata": {"name": "database", "namespace": "apps", "resourceVersion": "11"}, "spec": {}}})),
+            ("/api/v1/secrets", true) => format!("{}\n", json!({"type": "DELETED", "object": {
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "wiz-api-token", "namespace": "wiz", "resourceVersion": "12"}}})),
+            _ => panic!("unexpected request {uri}"),
+        };
+        let (resp, tx) = respond(body).await;
+        if watching {
+            open.push(tx); // keep the watch open
+        }
+        send.send_response(resp);
+    }
+}
+
+#[tokio::test]
+async fn watchers_list_then_watch_and_publish_a_reduced_view() {
+    let (svc, handle) = tower_test::mock::pair::<Request<kube::client::Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(api_server(handle, seen_tx));
+    let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel();
+    let watch = tokio::spawn(run(
+        client,
+        vec![Tracked::HelmRelease, Tracked::Secret],
+        Duration::from_millis(20),
+        move |v| {
+            let _ = pub_tx.send(v);
+        },
+    ));
+
+    // Published views converge on: both releases, the Secret deleted by its watch event.
+    let view = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let v: ClusterView = pub_rx.recv().await.unwrap();
+            assert!(
+                !format!("{v:?}").contains(CANARY),
+                "a secret value was stored"
+            );
+            if v.helm_releases.get("apps", "database").is_some()
+                && v.secrets.get("wiz", "wiz-api-token").is_none()
+            {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("view published");
+    let api = view.helm_releases.get("apps", "api").unwrap();
+    assert_eq!(api.depends_on[0].to_string(), "apps/database");
+    watch.abort();
+    server.abort();
+
+    let mut uris = Vec::new();
+    while let Ok(u) = seen_rx.try_recv() {
+        uris.push(u);
+    }
+    let secret_list = uris
+        .iter()
+        .find(|u| u.starts_with("/api/v1/secrets?") && !u.contains("watch=true"))
+        .unwrap();
+    assert!(
+        secret_list.contains("fieldSelector=type%21%3Dhelm.sh%2Frelease.v1"),
+        "{secret_list}"
+    );
+}
