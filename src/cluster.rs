@@ -1,6 +1,7 @@
 //! The cluster view: an in-memory, read-only index of what the rules need to know about the
 //! cluster. Secrets are reduced to name, namespace, type and key names: values never enter it.
 
+pub mod live;
 pub mod load;
 pub mod watch;
 

@@ -59,6 +59,18 @@ const PROTECTED_METADATA: [&str; 7] = [
 
 /// Evaluates one request against the policy set and the cluster view.
 pub fn evaluate(mode: Mode, req: &Request, policies: &PolicySet, view: &ClusterView) -> Outcome {
+    evaluate_with(mode, req, policies, view, None)
+}
+
+/// As [`evaluate`], with `extra`: objects confirmed by a live read that the view has not seen
+/// yet (a cache miss), consulted after the view.
+pub fn evaluate_with(
+    mode: Mode,
+    req: &Request,
+    policies: &PolicySet,
+    view: &ClusterView,
+    extra: Option<&ClusterView>,
+) -> Outcome {
     let object = if req.object.is_null() {
         &req.old_object
     } else {
@@ -92,6 +104,7 @@ pub fn evaluate(mode: Mode, req: &Request, policies: &PolicySet, view: &ClusterV
         req,
         object,
         view,
+        extra,
         flux_kind,
     };
 

@@ -55,10 +55,25 @@ pub struct Ctx<'a> {
     /// The object under review (the old object on DELETE).
     pub object: &'a Value,
     pub view: &'a ClusterView,
+    /// Objects confirmed by a live read after a cache miss (normally none).
+    pub extra: Option<&'a ClusterView>,
     pub flux_kind: Option<FluxKind>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// A Flux object from the view, else from the live-read extras.
+    pub fn flux_object(
+        &self,
+        kind: FluxKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&'a crate::cluster::FluxObject> {
+        self.view
+            .flux(kind)
+            .get(namespace, name)
+            .or_else(|| self.extra?.flux(kind).get(namespace, name))
+    }
+
     /// The object's namespace ("" for cluster-scoped objects).
     pub fn namespace(&self) -> &str {
         &self.req.namespace

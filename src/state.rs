@@ -24,17 +24,27 @@ impl Snapshot {
     /// The one code path from review bytes to response bytes, shared by `serve` and `review`.
     pub fn review(&self, mode: Mode, body: &[u8]) -> Result<Answer, ReviewError> {
         let request = admission::parse_review(body)?;
-        let mut outcome = engine::evaluate(mode, &request, &self.policies, &self.view);
+        Ok(self.answer(mode, request, None))
+    }
+
+    /// Evaluates a parsed request; `extra` holds objects confirmed by a live read.
+    pub fn answer(
+        &self,
+        mode: Mode,
+        request: admission::Request,
+        extra: Option<&ClusterView>,
+    ) -> Answer {
+        let mut outcome = engine::evaluate_with(mode, &request, &self.policies, &self.view, extra);
         if mode == Mode::Validate {
             // The validating webhook never returns a patch.
             outcome.verdict.patch = None;
         }
         let review = admission::respond(&request, outcome.verdict.clone());
         let body = admission::to_json(review);
-        Ok(Answer {
+        Answer {
             request,
             outcome,
             body,
-        })
+        }
     }
 }

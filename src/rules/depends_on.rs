@@ -4,7 +4,7 @@
 //! "dependency not ready" forever, retried every 30 s.
 
 use super::{Ctx, Finding};
-use crate::cluster::{FluxKind, FluxObject, Index};
+use crate::cluster::{FluxKind, FluxObject};
 use crate::graph::{self, ObjKey};
 use crate::policy::model::{DependsOnSpec, Severity};
 use serde_json::Value;
@@ -36,8 +36,7 @@ impl DependsOn {
             namespace: ns.to_owned(),
             name: ctx.name().to_owned(),
         };
-        let index = ctx.view.flux(kind);
-        let other = ctx.view.flux(kind.other());
+
         let items = match ctx.object.pointer("/spec/dependsOn") {
             None | Some(Value::Null) => &[][..],
             Some(Value::Array(a)) => a.as_slice(),
@@ -106,16 +105,18 @@ impl DependsOn {
             if let Some(expr) = item.get("readyExpr") {
                 self.check_ready_expr(expr, &path, out);
             }
-            match index.get(dep_ns, name) {
+            match ctx.flux_object(kind, dep_ns, name) {
                 Some(dep) => self.check_tier(&me, &my_tier, &key, dep, &path, out),
-                None => self.report_missing(kind, &me, &key, other, &path, out),
+                None => {
+                    let as_other = ctx.flux_object(kind.other(), dep_ns, name).is_some();
+                    self.report_missing(kind, &me, &key, as_other, &path, out);
+                }
             }
             deps.push(key);
         }
 
         let edges = |k: &ObjKey| {
-            index
-                .get(&k.namespace, &k.name)
+            ctx.flux_object(kind, &k.namespace, &k.name)
                 .map(|o| o.depends_on.as_slice())
         };
         if let Some(cycle) = graph::find_cycle_through(&me, &deps, edges) {
@@ -149,11 +150,11 @@ impl DependsOn {
         kind: FluxKind,
         me: &ObjKey,
         key: &ObjKey,
-        other: &Index<FluxObject>,
+        exists_as_other: bool,
         path: &str,
         out: &mut Vec<Finding>,
     ) {
-        let message = if other.get(&key.namespace, &key.name).is_some() {
+        let message = if exists_as_other {
             format!(
                 "{key} exists only as a {}; a {} can depend only on {}s, so {me} would wait for it forever",
                 kind.other().name(),

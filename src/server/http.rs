@@ -38,6 +38,8 @@ pub struct AppState {
     pub budget: Duration,
     pub failure: FailureMode,
     pub max_body: usize,
+    /// Confirms missing dependencies against the API server before reporting them.
+    pub live: Option<Arc<dyn crate::cluster::live::LiveLookup>>,
 }
 
 impl AppState {
@@ -52,6 +54,7 @@ impl AppState {
             budget: Duration::from_secs(8),
             failure: FailureMode::Deny,
             max_body: MAX_BODY,
+            live: None,
         }
     }
 }
@@ -248,10 +251,23 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
     if !s.ready.load(Ordering::Relaxed) {
         return not_ready(&s, mode, &bytes);
     }
-    let answer = match snap.review(mode, &bytes) {
-        Ok(a) => a,
+    let request = match crate::admission::parse_review(&bytes) {
+        Ok(r) => r,
         Err(e) => return bad(m, "malformed", StatusCode::BAD_REQUEST, e),
     };
+    // A dependency the view has not seen may be brand new: confirm with a live read.
+    let mut extra = None;
+    if let Some(live) = &s.live {
+        let missing = crate::cluster::live::missing_dependencies(&request, &snap.view);
+        if !missing.is_empty() {
+            let left = s
+                .budget
+                .saturating_sub(start.elapsed())
+                .min(Duration::from_secs(2));
+            extra = crate::cluster::live::confirm(live.as_ref(), &missing, left).await;
+        }
+    }
+    let answer = snap.answer(mode, request, extra.as_ref());
     let elapsed = start.elapsed();
     let r = &answer.request;
     let v = &answer.outcome.verdict;
