@@ -121,6 +121,10 @@ pub struct ServeArgs {
     /// With --watch: also watch ConfigMaps, so ConfigMap references are checked.
     #[arg(long, env = "FLUXADMIT_WATCH_CONFIGMAPS")]
     pub watch_configmaps: bool,
+    /// With --watch: also load `DeploymentPolicy` resources from the cluster (the CRD must be
+    /// installed), compiled together with the --policies files.
+    #[arg(long, env = "FLUXADMIT_POLICY_RESOURCES")]
+    pub policy_resources: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -417,18 +421,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             kinds.push(Tracked::ConfigMap);
         }
         let st = state.clone();
-        Some(tokio::spawn(crate::cluster::watch::run(
+        let files = if args.policy_resources {
+            Some(crate::policy::load::read_documents(&args.sources.policies)?)
+        } else {
+            None
+        };
+        let publish = move |view: ClusterView, policies: Option<PolicySet>| {
+            let policies = policies.unwrap_or_else(|| st.snapshot.load().policies.clone());
+            st.metrics.view_objects.set(view.len() as i64);
+            st.metrics.policies.set(policies.len() as i64);
+            st.snapshot.store(Arc::new(Snapshot { policies, view }));
+            if !st.ready.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                tracing::info!("cluster view synced: ready");
+            }
+        };
+        Some(tokio::spawn(crate::cluster::watch::run_all(
             client,
             kinds,
+            files,
             Duration::from_millis(250),
-            move |view| {
-                let policies = st.snapshot.load().policies.clone();
-                st.metrics.view_objects.set(view.len() as i64);
-                st.snapshot.store(Arc::new(Snapshot { policies, view }));
-                if !st.ready.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    tracing::info!("cluster view synced: ready");
-                }
-            },
+            publish,
         )))
     } else {
         None

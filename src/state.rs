@@ -5,6 +5,8 @@ use crate::admission::{self, ReviewError};
 use crate::cluster::ClusterView;
 use crate::engine::{self, Mode, Outcome};
 use crate::policy::PolicySet;
+use crate::policy::model::{API_VERSION, KIND};
+use crate::rules::{Finding, Level};
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -38,6 +40,7 @@ impl Snapshot {
         if mode == Mode::Validate {
             // The validating webhook never returns a patch.
             outcome.verdict.patch = None;
+            check_policy_resource(&request, &mut outcome);
         }
         let review = admission::respond(&request, outcome.verdict.clone());
         let body = admission::to_json(review);
@@ -46,5 +49,38 @@ impl Snapshot {
             outcome,
             body,
         }
+    }
+}
+
+/// A `DeploymentPolicy` resource is itself validated: one that would not compile is denied at
+/// `kubectl apply` with its field and reason, instead of being skipped later.
+fn check_policy_resource(req: &admission::Request, outcome: &mut Outcome) {
+    let group = API_VERSION.split('/').next().unwrap_or_default();
+    if req.group != group || req.kind != KIND || req.object.is_null() {
+        return;
+    }
+    let source = format!("{KIND}/{}", req.name);
+    if let Err(e) = crate::policy::load::compile_document(&source, req.object.clone()) {
+        outcome.findings.push(engine::Reported {
+            policy: "fluxadmit".into(),
+            rule: "policy-schema".into(),
+            finding: Finding {
+                level: Level::Error,
+                path: e.field.clone(),
+                message: e.reason.clone(),
+            },
+        });
+        let text = outcome
+            .findings
+            .last()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let v = &mut outcome.verdict;
+        v.message = if v.allowed {
+            format!("denied by fluxadmit: {text}")
+        } else {
+            format!("{}; {text}", v.message)
+        };
+        v.allowed = false;
     }
 }

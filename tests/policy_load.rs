@@ -220,3 +220,34 @@ fn serve_refuses_to_start_with_exit_code_2() {
     );
     assert!(stderr.contains("unknown variant `Maybe`"), "{stderr}");
 }
+
+#[test]
+fn a_deployment_policy_resource_that_does_not_compile_is_denied_at_admission() {
+    use fluxadmit::engine::Mode;
+    use fluxadmit::state::Snapshot;
+    let review = |spec: serde_json::Value| {
+        serde_json::to_vec(&serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u-pol", "kind": {"group": "fluxadmit.io", "version": "v1alpha1", "kind": "DeploymentPolicy"},
+            "resource": {"group": "fluxadmit.io", "version": "v1alpha1", "resource": "deploymentpolicies"},
+            "name": "team", "operation": "CREATE", "userInfo": {},
+            "object": {"apiVersion": "fluxadmit.io/v1alpha1", "kind": "DeploymentPolicy", "metadata": {"name": "team"}, "spec": spec}}}))
+        .unwrap()
+    };
+    let snap = Snapshot::default();
+    let bad = snap
+        .review(Mode::Validate, &review(serde_json::json!({"match": {}, "rules": [{"name": "r", "podSecurity": {"level": "strict"}}]})))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&bad.body).unwrap();
+    assert_eq!(v["response"]["allowed"], false);
+    let msg = v["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("spec.rules[0].podSecurity.level: unknown level \"strict\""),
+        "{msg}"
+    );
+
+    let good = snap
+        .review(Mode::Validate, &review(serde_json::json!({"match": {}, "rules": [{"name": "r", "podSecurity": {"level": "baseline"}}]})))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&good.body).unwrap();
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+}

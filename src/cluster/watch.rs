@@ -94,6 +94,21 @@ pub async fn run<F>(client: Client, kinds: Vec<Tracked>, debounce: Duration, pub
 where
     F: Fn(ClusterView) + Send + 'static,
 {
+    run_all(client, kinds, None, debounce, move |view, _| publish(view)).await
+}
+
+/// As [`run`], and with `policy_files` also watches `DeploymentPolicy` resources: on a change
+/// the file policies and the resources are compiled together and published with the view.
+/// A resource that does not compile is left out and logged; the others apply.
+pub async fn run_all<F>(
+    client: Client,
+    kinds: Vec<Tracked>,
+    policy_files: Option<Vec<(String, serde_json::Value)>>,
+    debounce: Duration,
+    publish: F,
+) where
+    F: Fn(ClusterView, Option<crate::policy::PolicySet>) + Send + 'static,
+{
     let streams = kinds.iter().map(|&kind| {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(kind));
         let mut cfg = watcher::Config::default();
@@ -102,11 +117,26 @@ where
         }
         watcher(api, cfg)
             .default_backoff()
-            .map(move |e| (kind, e))
+            .map(move |e| (Some(kind), e))
             .boxed()
     });
+    let mut streams: Vec<_> = streams.collect();
+    if policy_files.is_some() {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("fluxadmit.io", "v1alpha1", "DeploymentPolicy"),
+            "deploymentpolicies",
+        );
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        streams.push(
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .map(|e| (None, e))
+                .boxed(),
+        );
+    }
     let mut events = futures::stream::select_all(streams);
     let mut live = LiveView::new(&kinds);
+    let mut resources = PolicyResources::default();
     let mut dirty = false;
     let mut tick = tokio::time::interval(debounce);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -114,14 +144,93 @@ where
         tokio::select! {
             ev = events.next() => match ev {
                 None => return,
-                Some((kind, Ok(event))) => dirty |= live.handle(kind, event),
+                Some((Some(kind), Ok(event))) => dirty |= live.handle(kind, event),
+                Some((None, Ok(event))) => dirty |= resources.handle(event),
                 Some((kind, Err(e))) => tracing::warn!(?kind, error = %e, "watch failed; retrying"),
             },
             _ = tick.tick() => {
-                if dirty && live.is_synced() {
-                    publish(live.view().clone());
+                let policies_synced = policy_files.is_none() || resources.synced;
+                if dirty && live.is_synced() && policies_synced {
+                    let policies = match &policy_files {
+                        Some(files) if resources.changed => resources.compile(files),
+                        _ => None,
+                    };
+                    publish(live.view().clone(), policies);
                     dirty = false;
                 }
+            }
+        }
+    }
+}
+
+/// `DeploymentPolicy` resources as documents, by name.
+#[derive(Debug, Default)]
+struct PolicyResources {
+    docs: std::collections::BTreeMap<String, serde_json::Value>,
+    buffer: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    synced: bool,
+    changed: bool,
+}
+
+impl PolicyResources {
+    fn handle(&mut self, event: Event<DynamicObject>) -> bool {
+        match event {
+            Event::Apply(o) => {
+                self.docs.insert(o.name_any(), reduce(o));
+            }
+            Event::Delete(o) => {
+                self.docs.remove(&o.name_any());
+            }
+            Event::Init => {
+                self.buffer = Some(Default::default());
+                return false;
+            }
+            Event::InitApply(o) => {
+                self.buffer
+                    .get_or_insert_with(Default::default)
+                    .insert(o.name_any(), reduce(o));
+                return false;
+            }
+            Event::InitDone => {
+                self.docs = self.buffer.take().unwrap_or_default();
+                self.synced = true;
+            }
+        }
+        self.changed = true;
+        true
+    }
+
+    fn compile(
+        &mut self,
+        files: &[(String, serde_json::Value)],
+    ) -> Option<crate::policy::PolicySet> {
+        self.changed = false;
+        let docs: Vec<(String, serde_json::Value)> = self
+            .docs
+            .iter()
+            .map(|(name, mut_doc)| {
+                let mut doc = mut_doc.clone();
+                if let Some(o) = doc.as_object_mut() {
+                    o.insert(
+                        "apiVersion".into(),
+                        crate::policy::model::API_VERSION.into(),
+                    );
+                    o.insert("kind".into(), crate::policy::model::KIND.into());
+                }
+                (format!("DeploymentPolicy/{name}"), doc)
+            })
+            .collect();
+        match crate::policy::load::compile_with_resources(files, &docs) {
+            Ok((set, rejected)) => {
+                for e in rejected {
+                    tracing::error!(error = %e, "DeploymentPolicy not applied");
+                }
+                tracing::info!(policies = set.len(), "policies reloaded");
+                Some(set)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "policy files no longer compile; keeping the previous set");
+                None
             }
         }
     }

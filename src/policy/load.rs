@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 
 /// Loads and compiles every policy under the given files or directories.
 pub fn load_paths(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
+    compile_documents(read_documents(paths)?)
+}
+
+/// Reads every policy document under the paths, as (source file, document).
+pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<(String, Value)>, PolicyError> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -38,7 +43,53 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
         })?;
         docs.extend(parsed.into_iter().map(|d| (f.display().to_string(), d)));
     }
-    compile_documents(docs)
+    Ok(docs)
+}
+
+/// Compiles file policies (strict: any error fails) together with policies from
+/// `DeploymentPolicy` resources, which are compiled one by one: a resource that does not
+/// compile, or reuses a name, is left out and reported, and the rest still apply.
+pub fn compile_with_resources(
+    files: &[(String, Value)],
+    resources: &[(String, Value)],
+) -> Result<(PolicySet, Vec<PolicyError>), PolicyError> {
+    let mut by_name: BTreeMap<String, CompiledPolicy> = BTreeMap::new();
+    for (file, doc) in files {
+        let policy = compile_document(file, doc.clone())?;
+        if let Some(prev) = by_name.get(&policy.name) {
+            return Err(PolicyError {
+                file: file.clone(),
+                policy: Some(policy.name.clone()),
+                field: "metadata.name".into(),
+                reason: format!("duplicate policy name (also defined in {})", prev.source),
+            });
+        }
+        by_name.insert(policy.name.clone(), policy);
+    }
+    let mut rejected = Vec::new();
+    for (source, doc) in resources {
+        match compile_document(source, doc.clone()) {
+            Ok(policy) => {
+                if let Some(prev) = by_name.get(&policy.name) {
+                    rejected.push(PolicyError {
+                        file: source.clone(),
+                        policy: Some(policy.name.clone()),
+                        field: "metadata.name".into(),
+                        reason: format!("duplicate policy name (also defined in {})", prev.source),
+                    });
+                } else {
+                    by_name.insert(policy.name.clone(), policy);
+                }
+            }
+            Err(e) => rejected.push(e),
+        }
+    }
+    Ok((
+        PolicySet {
+            policies: std::sync::Arc::new(by_name.into_values().collect()),
+        },
+        rejected,
+    ))
 }
 
 fn is_under_examples(root: &Path, file: &Path) -> bool {
@@ -87,7 +138,8 @@ pub fn compile_yaml(source: &str, text: &str) -> Result<PolicySet, PolicyError> 
     compile_documents(docs.into_iter().map(|d| (source.to_owned(), d)).collect())
 }
 
-fn compile_document(file: &str, doc: Value) -> Result<CompiledPolicy, PolicyError> {
+/// Compiles one `DeploymentPolicy` document; `file` names its source in errors.
+pub fn compile_document(file: &str, doc: Value) -> Result<CompiledPolicy, PolicyError> {
     let err = |policy: Option<&str>, field: &str, reason: String| PolicyError {
         file: file.to_owned(),
         policy: policy.map(str::to_owned),

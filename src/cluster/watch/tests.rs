@@ -158,3 +158,63 @@ async fn watchers_list_then_watch_and_publish_a_reduced_view() {
         "{secret_list}"
     );
 }
+
+/// Lists: no Flux objects, and two DeploymentPolicy resources, one of which does not compile.
+async fn policy_api_server(
+    mut handle: tower_test::mock::Handle<Request<kube::client::Body>, Response<Body>>,
+) {
+    let mut open = Vec::new();
+    while let Some((req, send)) = handle.next_request().await {
+        let uri = req.uri().to_string();
+        let watching = uri.contains("watch=true");
+        let body = if watching {
+            String::new()
+        } else if req.uri().path() == "/apis/fluxadmit.io/v1alpha1/deploymentpolicies" {
+            json!({"kind": "DeploymentPolicyList", "apiVersion": "fluxadmit.io/v1alpha1", "metadata": {"resourceVersion": "5"},
+                "items": [
+                    {"metadata": {"name": "team-labels", "resourceVersion": "3"},
+                     "spec": {"match": {"resources": [{"kinds": ["HelmRelease"]}]},
+                              "rules": [{"name": "team", "requiredLabels": {"labels": ["team"]}}]}},
+                    {"metadata": {"name": "broken", "resourceVersion": "4"},
+                     "spec": {"match": {}, "rules": [{"name": "x", "dependsOn": {"missing": "Maybe"}}]}}
+                ]})
+            .to_string()
+        } else {
+            json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "5"}, "items": []}).to_string()
+        };
+        let (resp, tx) = respond(body).await;
+        if watching {
+            open.push(tx);
+        }
+        send.send_response(resp);
+    }
+}
+
+#[tokio::test]
+async fn policy_resources_compile_with_the_files_and_bad_ones_are_left_out() {
+    let (svc, handle) = tower_test::mock::pair::<Request<kube::client::Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let server = tokio::spawn(policy_api_server(handle));
+    let file = json!({"apiVersion": "fluxadmit.io/v1alpha1", "kind": "DeploymentPolicy", "metadata": {"name": "from-file"},
+        "spec": {"match": {}, "rules": [{"name": "deps", "dependsOn": {}}]}});
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watch = tokio::spawn(run_all(
+        client,
+        vec![Tracked::HelmRelease],
+        Some(vec![("policies/deps.yaml".to_owned(), file)]),
+        Duration::from_millis(20),
+        move |_view, policies| {
+            let _ = tx.send(policies);
+        },
+    ));
+    let set = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("policies published");
+    let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["from-file", "team-labels"]);
+    assert_eq!(set.policies[1].source, "DeploymentPolicy/team-labels");
+    watch.abort();
+    server.abort();
+}
