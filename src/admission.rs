@@ -59,19 +59,14 @@ pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
     if review.types.api_version != "admission.k8s.io/v1" {
         return Err(ReviewError::WrongVersion(review.types.api_version));
     }
-    let req: AdmissionRequest<DynamicObject> =
+    let mut req: AdmissionRequest<DynamicObject> =
         review.try_into().map_err(|_| ReviewError::NoRequest)?;
     if req.uid.is_empty() {
         return Err(ReviewError::NoUid);
     }
-    let to_value = |o: &Option<DynamicObject>| -> Result<Value, ReviewError> {
-        match o {
-            Some(o) => serde_json::to_value(o).map_err(|e| ReviewError::NotReview(e.to_string())),
-            None => Ok(Value::Null),
-        }
-    };
-    let object = to_value(&req.object)?;
-    let old_object = to_value(&req.old_object)?;
+    // The objects move out of the kube-rs request (the response only needs its uid and types).
+    let object = req.object.take().map(into_value).transpose()?.unwrap_or(Value::Null);
+    let old_object = req.old_object.take().map(into_value).transpose()?.unwrap_or(Value::Null);
     let operation = match req.operation {
         Operation::Create => OperationName::Create,
         Operation::Update => OperationName::Update,
@@ -106,6 +101,22 @@ pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
         old_object,
         review: req,
     })
+}
+
+/// A `DynamicObject` as plain JSON, moving its fields rather than re-serializing them.
+fn into_value(o: DynamicObject) -> Result<Value, ReviewError> {
+    let mut map = match o.data {
+        Value::Object(m) => m,
+        Value::Null => serde_json::Map::new(),
+        other => return Err(ReviewError::NotReview(format!("object is not a map: {other}"))),
+    };
+    let meta = serde_json::to_value(&o.metadata).map_err(|e| ReviewError::NotReview(e.to_string()))?;
+    map.insert("metadata".into(), meta);
+    if let Some(t) = o.types {
+        map.insert("apiVersion".into(), Value::String(t.api_version));
+        map.insert("kind".into(), Value::String(t.kind));
+    }
+    Ok(Value::Object(map))
 }
 
 /// The response's shape before it becomes an AdmissionReview.
