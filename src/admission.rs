@@ -1,9 +1,12 @@
 //! AdmissionReview v1 in and out, with kube-rs's `kube::core::admission` types.
 
 use crate::policy::model::OperationName;
-use kube::core::DynamicObject;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::{ApiResource, DynamicObject, DynamicResourceScope, Resource};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// The parts of an admission request the engine looks at, read once per request.
 #[derive(Debug, Clone)]
@@ -23,7 +26,7 @@ pub struct Request {
     /// `Value::Null` when absent (CREATE).
     pub old_object: Value,
     /// The review's kube-rs form, kept to build the response from.
-    pub(crate) review: AdmissionRequest<DynamicObject>,
+    pub(crate) review: AdmissionRequest<ReviewObject>,
 }
 
 /// Why a body is not an AdmissionReview we can answer (HTTP 400).
@@ -43,7 +46,7 @@ pub enum ReviewError {
 
 /// Parses a body into a request. Never panics; every failure says what is wrong.
 pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
+    let review: AdmissionReview<ReviewObject> = serde_json::from_slice(body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             ReviewError::NotJson(e.to_string())
         } else {
@@ -59,14 +62,18 @@ pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
     if review.types.api_version != "admission.k8s.io/v1" {
         return Err(ReviewError::WrongVersion(review.types.api_version));
     }
-    let mut req: AdmissionRequest<DynamicObject> =
+    let mut req: AdmissionRequest<ReviewObject> =
         review.try_into().map_err(|_| ReviewError::NoRequest)?;
     if req.uid.is_empty() {
         return Err(ReviewError::NoUid);
     }
     // The objects move out of the kube-rs request (the response only needs its uid and types).
-    let object = req.object.take().map(into_value).transpose()?.unwrap_or(Value::Null);
-    let old_object = req.old_object.take().map(into_value).transpose()?.unwrap_or(Value::Null);
+    let object = req.object.take().map(|o| o.value).unwrap_or(Value::Null);
+    let old_object = req
+        .old_object
+        .take()
+        .map(|o| o.value)
+        .unwrap_or(Value::Null);
     let operation = match req.operation {
         Operation::Create => OperationName::Create,
         Operation::Update => OperationName::Update,
@@ -103,20 +110,86 @@ pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
     })
 }
 
-/// A `DynamicObject` as plain JSON, moving its fields rather than re-serializing them.
-fn into_value(o: DynamicObject) -> Result<Value, ReviewError> {
-    let mut map = match o.data {
-        Value::Object(m) => m,
-        Value::Null => serde_json::Map::new(),
-        other => return Err(ReviewError::NotReview(format!("object is not a map: {other}"))),
-    };
-    let meta = serde_json::to_value(&o.metadata).map_err(|e| ReviewError::NotReview(e.to_string()))?;
-    map.insert("metadata".into(), meta);
-    if let Some(t) = o.types {
-        map.insert("apiVersion".into(), Value::String(t.api_version));
-        map.insert("kind".into(), Value::String(t.kind));
+/// The object inside a review, read straight into one JSON value. kube-rs's `DynamicObject`
+/// reads its fields through `#[serde(flatten)]`, which buffers the whole object first and
+/// costs more than the rest of a review; this type keeps kube-rs's `AdmissionReview` and
+/// `AdmissionRequest` while reading the object once. Its `ObjectMeta` (for the `Resource`
+/// trait) holds the identifying fields only: name, generateName, namespace, uid, labels.
+#[derive(Debug, Clone, Default)]
+pub struct ReviewObject {
+    metadata: ObjectMeta,
+    pub value: Value,
+}
+
+impl<'de> Deserialize<'de> for ReviewObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        if !value.is_object() {
+            return Err(serde::de::Error::custom("object must be a map"));
+        }
+        let m = value.get("metadata");
+        let s = |k: &str| {
+            m.and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let labels = m
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            });
+        let metadata = ObjectMeta {
+            name: s("name"),
+            generate_name: s("generateName"),
+            namespace: s("namespace"),
+            uid: s("uid"),
+            labels,
+            ..ObjectMeta::default()
+        };
+        Ok(ReviewObject { metadata, value })
     }
-    Ok(Value::Object(map))
+}
+
+impl Serialize for ReviewObject {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+impl Resource for ReviewObject {
+    type DynamicType = ApiResource;
+    type Scope = DynamicResourceScope;
+
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+
+    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 /// The response's shape before it becomes an AdmissionReview.
