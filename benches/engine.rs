@@ -8,10 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use criterion::{BenchmarkId, Criterion};
+use fluxadmit::admission;
 use fluxadmit::bench::generate::{self, Graph, ViewSize};
-use fluxadmit::engine::Mode;
+use fluxadmit::engine::{self, Mode};
 use fluxadmit::graph::{ObjKey, find_cycle_through};
 use fluxadmit::state::Snapshot;
+use kube::core::DynamicObject;
+use kube::core::admission::AdmissionReview;
 use std::cell::Cell;
 use std::hint::black_box;
 
@@ -64,6 +67,39 @@ fn reviews(c: &mut Criterion, snap: &Snapshot, size: &ViewSize) {
         BenchmarkId::new("helmrelease_3k/validate", snap.view.len()),
         |b| b.iter(|| snap.review(Mode::Validate, black_box(&hr))),
     );
+    g.finish();
+
+    // Where a review's time goes: parsing, the engine, the answer; and what parsing the same
+    // bytes costs with plain serde_json (the floor server's parse is the kube-rs one).
+    let mut g = c.benchmark_group("review_parts");
+    let req = admission::parse_review(&deploy).unwrap();
+    g.bench_function("deployment_6k/parse_review", |b| {
+        b.iter(|| admission::parse_review(black_box(&deploy)))
+    });
+    g.bench_function("deployment_6k/serde_json_value_only", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&deploy)))
+    });
+    g.bench_function("deployment_6k/kube_admission_review_only", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<AdmissionReview<DynamicObject>>(black_box(&deploy)).unwrap()
+        })
+    });
+    for (name, mode) in [("validate", Mode::Validate), ("mutate", Mode::Mutate)] {
+        g.bench_function(format!("deployment_6k/evaluate_{name}"), |b| {
+            b.iter(|| engine::evaluate(mode, black_box(&req), &snap.policies, &snap.view))
+        });
+        let verdict = engine::evaluate(mode, &req, &snap.policies, &snap.view).verdict;
+        g.bench_function(format!("deployment_6k/respond_{name}"), |b| {
+            b.iter(|| admission::to_json(admission::respond(black_box(&req), verdict.clone())))
+        });
+    }
+    let hreq = admission::parse_review(&hr).unwrap();
+    g.bench_function("helmrelease_3k/parse_review", |b| {
+        b.iter(|| admission::parse_review(black_box(&hr)))
+    });
+    g.bench_function("helmrelease_3k/evaluate_validate", |b| {
+        b.iter(|| engine::evaluate(Mode::Validate, black_box(&hreq), &snap.policies, &snap.view))
+    });
     g.finish();
 }
 

@@ -6,7 +6,7 @@ use crate::cluster::{ClusterView, FluxKind, labels_of};
 use crate::policy::PolicySet;
 use crate::policy::matching::MatchInput;
 use crate::policy::model::{Action, OperationName};
-use crate::rules::{Ctx, Finding, Level, str_at};
+use crate::rules::{CompiledRule, Ctx, Finding, Level, str_at};
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -110,7 +110,7 @@ pub fn evaluate_with(
 
     let mut findings = Vec::new();
     let mut scratch = Vec::new();
-    let mut mutated: Option<Value> = None;
+    let mut mutations: Vec<(&CompiledRule, &'static str)> = Vec::new();
     let mut matched = 0;
     for policy in policies.policies.iter() {
         if !policy.matcher.matches(&input, &DEFAULT_OPS)
@@ -126,9 +126,10 @@ pub fn evaluate_with(
             match mode {
                 Mode::Validate => rule.validate(&ctx, &mut scratch),
                 Mode::Mutate => {
-                    if rule.mutates() && !req.object.is_null() {
-                        let m = mutated.get_or_insert_with(|| req.object.clone());
-                        rule.mutate(&ctx, m);
+                    if !req.object.is_null()
+                        && let Some(root) = rule.mutation_root(&ctx)
+                    {
+                        mutations.push((rule, root));
                     }
                 }
             }
@@ -145,10 +146,7 @@ pub fn evaluate_with(
         }
     }
 
-    let patch = mutated.map(|mut m| {
-        restore_protected(&req.object, &mut m);
-        json_patch::diff(&req.object, &m)
-    });
+    let patch = mutate(&req.object, &mutations);
     let mut message = String::new();
     let mut warnings = Vec::new();
     for r in &findings {
@@ -176,6 +174,52 @@ pub fn evaluate_with(
         findings,
         matched,
     }
+}
+
+/// Runs the mutations in order and diffs. When every rule writes under the same root (the pod
+/// template, typically), only that subtree is copied and compared.
+fn mutate(
+    object: &Value,
+    mutations: &[(&CompiledRule, &'static str)],
+) -> Option<json_patch::Patch> {
+    let first = mutations.first()?.1;
+    let common = if mutations.iter().all(|(_, r)| *r == first) {
+        first
+    } else {
+        ""
+    };
+    let base = object.pointer(common)?;
+    let mut work = base.clone();
+    for (rule, root) in mutations {
+        if let Some(at) = work.pointer_mut(&root[common.len()..]) {
+            rule.mutate(at);
+        }
+    }
+    if common.is_empty() {
+        restore_protected(object, &mut work);
+    }
+    let mut patch = json_patch::diff(base, &work);
+    if !common.is_empty() {
+        let prefix = json_patch::jsonptr::Pointer::parse(common).ok()?;
+        for op in &mut patch.0 {
+            use json_patch::PatchOperation as Op;
+            match op {
+                Op::Add(o) => o.path = prefix.concat(&o.path),
+                Op::Remove(o) => o.path = prefix.concat(&o.path),
+                Op::Replace(o) => o.path = prefix.concat(&o.path),
+                Op::Test(o) => o.path = prefix.concat(&o.path),
+                Op::Move(o) => {
+                    o.path = prefix.concat(&o.path);
+                    o.from = prefix.concat(&o.from);
+                }
+                Op::Copy(o) => {
+                    o.path = prefix.concat(&o.path);
+                    o.from = prefix.concat(&o.from);
+                }
+            }
+        }
+    }
+    Some(patch)
 }
 
 /// Puts back metadata fields a mutation may have touched but the webhook must never change.

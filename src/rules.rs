@@ -194,11 +194,21 @@ impl CompiledRule {
         }
     }
 
-    /// Applies this rule's mutation to `obj` in place.
-    pub fn mutate(&self, ctx: &Ctx<'_>, obj: &mut Value) {
+    /// Where in the object this rule writes for this request (a JSON pointer; "" is the whole
+    /// object), or None when it has nothing to write here.
+    pub fn mutation_root(&self, ctx: &Ctx<'_>) -> Option<&'static str> {
         match &self.kind {
-            RuleKind::Mutate(r) => r.mutate(ctx, obj),
-            RuleKind::ImagePullSecrets(r) => r.mutate(ctx, obj),
+            RuleKind::Mutate(r) => r.root(ctx),
+            RuleKind::ImagePullSecrets(r) if r.mutates() => r.root(ctx),
+            _ => None,
+        }
+    }
+
+    /// Applies this rule's mutation to the value at its root, in place.
+    pub fn mutate(&self, at_root: &mut Value) {
+        match &self.kind {
+            RuleKind::Mutate(r) => r.mutate(at_root),
+            RuleKind::ImagePullSecrets(r) => r.mutate(at_root),
             _ => {}
         }
     }

@@ -647,6 +647,13 @@ pub fn markdown(cfg: &LoadConfig, rows: &[Row], probes: &Probes) -> String {
         cfg.server_threads,
         cfg.client_threads,
     );
+    let size = generate::ViewSize::of(cfg.objects);
+    let _ = writeln!(
+        out,
+        "Bodies: Deployment {} bytes, HelmRelease {} bytes.\n",
+        generate::deployment_review("bench-deploy-0001").len(),
+        generate::helmrelease_review(&size, "bench-hr-0001").len()
+    );
     out.push_str("| body | proto | conns | floor req/s | fluxadmit req/s | thr. ratio | floor p50 µs | fluxadmit p50 µs | floor p99 µs | fluxadmit p99 µs | p99 ratio | floor p99.9 µs | fluxadmit p99.9 µs | errors |\n");
     out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     let find = |s: Server, r: &Row| {

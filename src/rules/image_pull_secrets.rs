@@ -89,15 +89,14 @@ impl ImagePullSecrets {
         out
     }
 
-    pub fn mutate(&self, ctx: &Ctx<'_>, obj: &mut Value) {
-        let Some((pointer, _)) = pod_template(&ctx.req.group, &ctx.req.kind) else {
-            return;
-        };
-        let Some(spec) = obj
-            .pointer_mut(pointer)
-            .and_then(|t| t.get_mut("spec"))
-            .filter(|s| s.is_object())
-        else {
+    /// Where this rule writes for the request: the pod template, if the kind has one.
+    pub fn root(&self, ctx: &Ctx<'_>) -> Option<&'static str> {
+        pod_template(&ctx.req.group, &ctx.req.kind).map(|(pointer, _)| pointer)
+    }
+
+    /// Adds the needed pull secrets to the pod template `template`.
+    pub fn mutate(&self, template: &mut Value) {
+        let Some(spec) = template.get_mut("spec").filter(|s| s.is_object()) else {
             return;
         };
         let needed: Vec<String> = self.needed(spec).into_iter().map(str::to_owned).collect();

@@ -32,19 +32,20 @@ impl MutateRule {
         })
     }
 
-    pub fn mutate(&self, ctx: &Ctx<'_>, obj: &mut Value) {
+    /// Where the overlay is rooted for this request (a JSON pointer), if anywhere.
+    pub fn root(&self, ctx: &Ctx<'_>) -> Option<&'static str> {
         match self.target {
-            OverlayTarget::Object => {
-                self.overlay.apply(obj);
-            }
+            OverlayTarget::Object => Some(""),
             OverlayTarget::PodTemplate => {
-                let Some((pointer, _)) = pod_template(&ctx.req.group, &ctx.req.kind) else {
-                    return;
-                };
-                if let Some(t) = obj.pointer_mut(pointer).filter(|t| t.is_object()) {
-                    self.overlay.apply(t);
-                }
+                pod_template(&ctx.req.group, &ctx.req.kind).map(|(p, _)| p)
             }
+        }
+    }
+
+    /// Applies the overlay to the value at its root.
+    pub fn mutate(&self, target: &mut Value) {
+        if target.is_object() {
+            self.overlay.apply(target);
         }
     }
 }

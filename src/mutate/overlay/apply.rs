@@ -146,6 +146,11 @@ fn merge_list(l: &ListNode, arr: &mut Vec<Value>, changed: &mut bool) -> Step {
                     if !satisfies_here(m, t) {
                         continue;
                     }
+                    if !m.deep_cond && m.globals.is_empty() {
+                        // Nothing below can fail: apply in place.
+                        merge_value(m, t, changed)?;
+                        continue;
+                    }
                     // Conditions deeper down may still fail: apply to a copy, keep it on success.
                     let mut work = t.clone();
                     let mut c = false;

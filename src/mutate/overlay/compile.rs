@@ -44,6 +44,9 @@ pub(super) struct MapNode {
     pub has_cond: bool,
     /// Some global anchor in this map or below it (not crossing lists).
     pub has_global: bool,
+    /// Some condition or global anchor strictly below this map (not crossing lists): applying
+    /// it can fail part-way, so a list element needs a copy to roll back to.
+    pub deep_cond: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +163,7 @@ impl Compiler {
                 Key::Anchor(None, k) => {
                     if let Some(obj) = guard_map(val) {
                         let sub = self.map(obj, &p, depth + 1)?;
+                        node.deep_cond |= sub.has_cond || sub.has_global;
                         node.guarded.push((k, sub));
                     } else {
                         node.conditions
@@ -202,6 +206,7 @@ impl Compiler {
             if let Node::Map(m) = &child {
                 node.has_cond |= m.has_cond;
                 node.has_global |= m.has_global;
+                node.deep_cond |= m.has_cond || m.has_global;
             }
             node.entries.push(Entry {
                 key,
