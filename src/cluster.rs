@@ -10,9 +10,11 @@ pub use load::{LoadError, load_dir};
 use crate::graph::ObjKey;
 use crate::policy::model::Labels;
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeSet;
 
 /// Objects of one kind indexed by namespace, then name; lookups borrow, never allocate.
+/// Fx hashing: names are short and looked up on every request (a cycle check walks many).
 #[derive(Debug, Clone)]
 pub struct Index<T> {
     by_ns: HashMap<String, HashMap<String, T>>,
@@ -22,7 +24,7 @@ pub struct Index<T> {
 impl<T> Default for Index<T> {
     fn default() -> Self {
         Self {
-            by_ns: HashMap::new(),
+            by_ns: HashMap::default(),
             len: 0,
         }
     }

@@ -1,6 +1,6 @@
 //! Searches from one incoming object, over the part of the graph it reaches.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::ObjKey;
 
@@ -26,7 +26,7 @@ where
 {
     // Nodes already explored (or on the path): none of them leads to `start`
     // without going through the path, so they are never explored twice.
-    let mut seen: HashSet<&ObjKey> = HashSet::new();
+    let mut seen: HashSet<&ObjKey> = HashSet::default();
     seen.insert(start);
     // The current path: each node with its dependencies and the next to visit.
     let mut path: Vec<(&ObjKey, &[ObjKey], usize)> = vec![(start, start_deps, 0)];
@@ -68,8 +68,8 @@ where
     F: Fn(&ObjKey) -> Option<&'a [ObjKey]>,
 {
     // Longest chain from each finished node.
-    let mut done: HashMap<&ObjKey, usize> = HashMap::new();
-    let mut on_path: HashSet<&ObjKey> = HashSet::new();
+    let mut done: HashMap<&ObjKey, usize> = HashMap::default();
+    let mut on_path: HashSet<&ObjKey> = HashSet::default();
     on_path.insert(start);
     // (node, its deps, next dep to visit, longest chain found so far)
     let mut path: Vec<(&ObjKey, &[ObjKey], usize, usize)> = vec![(start, start_deps, 0, 0)];
