@@ -9,8 +9,8 @@ pub use load::{LoadError, load_dir};
 
 use crate::graph::ObjKey;
 use crate::policy::model::Labels;
-use serde_json::Value;
 use rustc_hash::FxHashMap as HashMap;
+use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// Objects of one kind indexed by namespace, then name; lookups borrow, never allocate.

@@ -24,8 +24,16 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+/// The decisions the admission counter is labelled with.
+pub const DECISIONS: [&str; 5] = ["allowed", "warned", "patched", "denied", "unchecked"];
+/// The webhooks.
+pub const WEBHOOKS: [&str; 2] = ["validate", "mutate"];
+
 pub struct Metrics {
     registry: Registry,
+    /// Handles for every (webhook, decision), made once: the request path does no label lookup.
+    decision_counters: Vec<Counter>,
+    duration_histograms: Vec<Histogram>,
     pub requests: Family<DecisionLabels, Counter>,
     pub duration: Family<WebhookLabels, Histogram>,
     pub bad_requests: Family<ErrorLabels, Counter>,
@@ -90,8 +98,27 @@ impl Metrics {
             "Failed serving certificate reloads",
             tls_reload_errors.clone(),
         );
+        let decision_counters = WEBHOOKS
+            .iter()
+            .flat_map(|w| DECISIONS.iter().map(move |d| (*w, *d)))
+            .map(|(webhook, decision)| {
+                requests
+                    .get_or_create(&DecisionLabels { webhook, decision })
+                    .clone()
+            })
+            .collect();
+        let duration_histograms = WEBHOOKS
+            .iter()
+            .map(|w| {
+                duration
+                    .get_or_create(&WebhookLabels { webhook: w })
+                    .clone()
+            })
+            .collect();
         Metrics {
             registry,
+            decision_counters,
+            duration_histograms,
             requests,
             duration,
             bad_requests,
@@ -99,6 +126,18 @@ impl Metrics {
             view_objects,
             tls_reloads,
             tls_reload_errors,
+        }
+    }
+
+    /// Counts one answered review and its latency.
+    pub fn admission(&self, webhook: &str, decision: &str, seconds: Option<f64>) {
+        let w = WEBHOOKS.iter().position(|x| *x == webhook).unwrap_or(0);
+        let d = DECISIONS.iter().position(|x| *x == decision).unwrap_or(0);
+        if let Some(c) = self.decision_counters.get(w * DECISIONS.len() + d) {
+            c.inc();
+        }
+        if let (Some(secs), Some(h)) = (seconds, self.duration_histograms.get(w)) {
+            h.observe(secs);
         }
     }
 

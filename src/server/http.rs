@@ -2,7 +2,7 @@
 //! socket, so tests drive it with `tower::ServiceExt::oneshot`.
 
 use crate::engine::Mode;
-use crate::metrics::{DecisionLabels, ErrorLabels, Metrics, WebhookLabels};
+use crate::metrics::{ErrorLabels, Metrics};
 use crate::state::Snapshot;
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -164,13 +164,7 @@ fn not_ready(s: &AppState, mode: Mode, body: &[u8]) -> Response {
     } else {
         "denied"
     };
-    s.metrics
-        .requests
-        .get_or_create(&DecisionLabels {
-            webhook: webhook(mode),
-            decision,
-        })
-        .inc();
+    s.metrics.admission(webhook(mode), decision, None);
     let body = crate::admission::to_json(crate::admission::respond(&req, verdict));
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(
@@ -280,17 +274,7 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
     } else {
         "allowed"
     };
-    m.requests
-        .get_or_create(&DecisionLabels {
-            webhook: webhook(mode),
-            decision,
-        })
-        .inc();
-    m.duration
-        .get_or_create(&WebhookLabels {
-            webhook: webhook(mode),
-        })
-        .observe(elapsed.as_secs_f64());
+    m.admission(webhook(mode), decision, Some(elapsed.as_secs_f64()));
     if answer.outcome.findings.is_empty() {
         tracing::debug!(
             uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name,
