@@ -7,6 +7,10 @@
 //! the setup stays fast in a debug build.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// The same allocator as the `fluxadmit` binary, so these numbers are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion};
 use fluxadmit::admission;
 use fluxadmit::bench::generate::{self, Graph, ViewSize};
