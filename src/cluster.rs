@@ -139,8 +139,8 @@ pub struct ServiceAccountInfo {
 /// Which Flux kind an object is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FluxKind {
-    HelmRelease,
-    Kustomization,
+    HelmRelease = 0,
+    Kustomization = 1,
 }
 
 impl FluxKind {
@@ -234,6 +234,9 @@ pub struct ClusterView {
     pub config_maps: Index<ConfigMapInfo>,
     /// Whether ConfigMaps are tracked at all (offline state may leave them out).
     pub tracks_config_maps: bool,
+    /// Reverse dependsOn edges per Flux kind (HelmRelease, Kustomization): who depends on a key.
+    /// Kept in step with the indexes by every method that changes them.
+    dependents: [rustc_hash::FxHashMap<ObjKey, Vec<ObjKey>>; 2],
 }
 
 impl ClusterView {
@@ -244,7 +247,46 @@ impl ClusterView {
         }
     }
 
-    pub fn flux_mut(&mut self, kind: FluxKind) -> &mut Index<FluxObject> {
+    /// The objects of `kind` whose `dependsOn` names `key`.
+    pub fn dependents(&self, kind: FluxKind, key: &ObjKey) -> Option<&[ObjKey]> {
+        self.dependents[kind as usize].get(key).map(Vec::as_slice)
+    }
+
+    /// Drops the reverse edges of `me`'s stored dependencies.
+    fn unlink(&mut self, kind: FluxKind, me: &ObjKey) {
+        let Some(old) = self.flux(kind).get(&me.namespace, &me.name) else {
+            return;
+        };
+        let old_deps = old.depends_on.clone();
+        let rev = &mut self.dependents[kind as usize];
+        for d in old_deps {
+            if let Some(list) = rev.get_mut(&d) {
+                list.retain(|k| k != me);
+                if list.is_empty() {
+                    rev.remove(&d);
+                }
+            }
+        }
+    }
+
+    /// Recomputes the reverse edges of one kind from its index.
+    pub(crate) fn rebuild_dependents(&mut self, kind: FluxKind) {
+        let mut rev: rustc_hash::FxHashMap<ObjKey, Vec<ObjKey>> = Default::default();
+        for (ns, name, obj) in self.flux(kind).iter() {
+            for d in &obj.depends_on {
+                rev.entry(d.clone())
+                    .or_default()
+                    .push(ObjKey::new(ns, name));
+            }
+        }
+        for list in rev.values_mut() {
+            list.sort(); // deterministic search order whatever the map order
+            list.dedup();
+        }
+        self.dependents[kind as usize] = rev;
+    }
+
+    fn flux_mut(&mut self, kind: FluxKind) -> &mut Index<FluxObject> {
         match kind {
             FluxKind::HelmRelease => &mut self.helm_releases,
             FluxKind::Kustomization => &mut self.kustomizations,
@@ -287,11 +329,17 @@ impl ClusterView {
                 } else {
                     FluxKind::Kustomization
                 };
-                self.flux_mut(fk).insert(
-                    namespace,
-                    name,
-                    FluxObject::from_manifest(namespace, obj),
-                );
+                let fresh = FluxObject::from_manifest(namespace, obj);
+                let me = ObjKey::new(namespace, name);
+                self.unlink(fk, &me);
+                for d in &fresh.depends_on {
+                    // Sorted, so every replica searches in the same order whatever the event order.
+                    let list = self.dependents[fk as usize].entry(d.clone()).or_default();
+                    if let Err(at) = list.binary_search(&me) {
+                        list.insert(at, me.clone());
+                    }
+                }
+                self.flux_mut(fk).insert(namespace, name, fresh);
             }
             Tracked::Namespace => {
                 self.namespaces.insert(name.to_owned(), labels_of(obj));
@@ -348,8 +396,15 @@ impl ClusterView {
             namespace
         };
         match kind {
-            Tracked::HelmRelease => drop(self.helm_releases.remove(namespace, name)),
-            Tracked::Kustomization => drop(self.kustomizations.remove(namespace, name)),
+            Tracked::HelmRelease | Tracked::Kustomization => {
+                let fk = if kind == Tracked::HelmRelease {
+                    FluxKind::HelmRelease
+                } else {
+                    FluxKind::Kustomization
+                };
+                self.unlink(fk, &ObjKey::new(namespace, name));
+                self.flux_mut(fk).remove(namespace, name);
+            }
             Tracked::Namespace => drop(self.namespaces.remove(name)),
             Tracked::Secret => drop(self.secrets.remove(namespace, name)),
             Tracked::ConfigMap => drop(self.config_maps.remove(namespace, name)),
@@ -360,8 +415,14 @@ impl ClusterView {
     /// Replaces every object of one kind with those of `from` (a relist).
     pub fn replace_kind(&mut self, kind: Tracked, from: ClusterView) {
         match kind {
-            Tracked::HelmRelease => self.helm_releases = from.helm_releases,
-            Tracked::Kustomization => self.kustomizations = from.kustomizations,
+            Tracked::HelmRelease => {
+                self.helm_releases = from.helm_releases;
+                self.rebuild_dependents(FluxKind::HelmRelease);
+            }
+            Tracked::Kustomization => {
+                self.kustomizations = from.kustomizations;
+                self.rebuild_dependents(FluxKind::Kustomization);
+            }
             Tracked::Namespace => self.namespaces = from.namespaces,
             Tracked::Secret => self.secrets = from.secrets,
             Tracked::ConfigMap => {
@@ -419,6 +480,42 @@ mod tests {
         );
         assert!(!format!("{view:?}").contains(canary));
         assert!(!format!("{view:?}").contains("Q0FOQVJZ"));
+    }
+
+    fn hr(name: &str, deps: &[&str]) -> Value {
+        let deps: Vec<Value> = deps.iter().map(|d| json!({"name": d})).collect();
+        json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+               "metadata": {"name": name, "namespace": "apps"}, "spec": {"dependsOn": deps}})
+    }
+
+    fn dependents_of(v: &ClusterView, name: &str) -> Vec<String> {
+        v.dependents(FluxKind::HelmRelease, &ObjKey::new("apps", name))
+            .unwrap_or(&[])
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn reverse_edges_follow_updates_deletes_and_relists() {
+        let mut v = ClusterView::default();
+        v.add_manifest(&hr("api", &["db", "cache"]));
+        v.add_manifest(&hr("web", &["api"]));
+        v.add_manifest(&hr("worker", &["db"]));
+        assert_eq!(dependents_of(&v, "db"), ["apps/api", "apps/worker"]);
+        v.add_manifest(&hr("api", &["cache"])); // UPDATE drops api → db
+        assert_eq!(dependents_of(&v, "db"), ["apps/worker"]);
+        assert_eq!(dependents_of(&v, "cache"), ["apps/api"]);
+        v.delete(Tracked::HelmRelease, "apps", "worker");
+        assert!(dependents_of(&v, "db").is_empty());
+        let mut fresh = ClusterView::default();
+        fresh.add_manifest(&hr("batch", &["db"]));
+        v.replace_kind(Tracked::HelmRelease, fresh);
+        assert_eq!(dependents_of(&v, "db"), ["apps/batch"]);
+        assert!(dependents_of(&v, "api").is_empty());
+        let mut merged = ClusterView::default();
+        merged.merge(v);
+        assert_eq!(dependents_of(&merged, "db"), ["apps/batch"]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod whole;
 #[cfg(test)]
 mod tests;
 
-pub use self::search::{find_cycle_through, longest_chain};
+pub use self::search::{find_cycle_bidirectional, find_cycle_through, longest_chain};
 pub use self::whole::Graph;
 
 /// A node of the graph: the object's `namespace/name`.

@@ -153,6 +153,8 @@ impl ClusterView {
         }
         merge_index(&mut self.helm_releases, other.helm_releases);
         merge_index(&mut self.kustomizations, other.kustomizations);
+        self.rebuild_dependents(super::FluxKind::HelmRelease);
+        self.rebuild_dependents(super::FluxKind::Kustomization);
         merge_index(&mut self.service_accounts, other.service_accounts);
         merge_index(&mut self.secrets, other.secrets);
         merge_index(&mut self.config_maps, other.config_maps);

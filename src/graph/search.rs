@@ -109,3 +109,91 @@ where
     }
     0
 }
+
+/// As [`find_cycle_through`], searching from both ends: forward from `start_deps` over `edges`,
+/// and backward from `start` over `dependents(k)` (the objects whose stored dependencies name
+/// `k`), one node at a time from whichever side has less left to explore. A cycle exists
+/// exactly when the two searches meet, so the work is about twice the smaller of the two
+/// reaches: a new dependency on a large graph costs little when few objects depend on `start`
+/// (a new object has no dependents at all). The stored edges of `start` are never used in
+/// either direction. Returns a simple cycle `[start, …, start]` (not necessarily the first in
+/// dependency order).
+pub fn find_cycle_bidirectional<'a, F, G>(
+    start: &'a ObjKey,
+    start_deps: &'a [ObjKey],
+    edges: F,
+    dependents: G,
+) -> Option<Vec<ObjKey>>
+where
+    F: Fn(&ObjKey) -> Option<&'a [ObjKey]>,
+    G: Fn(&ObjKey) -> Option<&'a [ObjKey]>,
+{
+    use std::collections::VecDeque;
+    if start_deps.contains(start) {
+        return Some(vec![start.clone(), start.clone()]);
+    }
+    // parent links: forward, toward the dependency the node was reached from (None: a root,
+    // one of `start_deps`); backward, toward `start`.
+    let mut fwd: HashMap<&ObjKey, Option<&ObjKey>> = HashMap::default();
+    let mut rev: HashMap<&ObjKey, Option<&ObjKey>> = HashMap::default();
+    let mut fq: VecDeque<&ObjKey> = VecDeque::new();
+    let mut rq: VecDeque<&ObjKey> = VecDeque::from([start]);
+    rev.insert(start, None);
+    for d in start_deps {
+        if fwd.insert(d, None).is_none() {
+            fq.push_back(d);
+        }
+    }
+    let meet = |x: &ObjKey,
+                fwd: &HashMap<&ObjKey, Option<&ObjKey>>,
+                rev: &HashMap<&ObjKey, Option<&ObjKey>>| {
+        // start → root … x (forward chain, reversed) → … → start (backward chain).
+        let mut head = vec![x.clone()];
+        let mut at = x;
+        while let Some(Some(p)) = fwd.get(at) {
+            head.push((*p).clone());
+            at = p;
+        }
+        head.push(start.clone());
+        head.reverse();
+        let mut at = x;
+        while let Some(Some(p)) = rev.get(at) {
+            head.push((*p).clone());
+            at = p;
+        }
+        head
+    };
+    loop {
+        if fq.is_empty() || rq.is_empty() {
+            return None;
+        }
+        if fq.len() <= rq.len() {
+            let Some(n) = fq.pop_front() else { return None };
+            if n == start {
+                continue;
+            }
+            for m in edges(n).unwrap_or(&[]) {
+                if fwd.contains_key(m) {
+                    continue;
+                }
+                fwd.insert(m, Some(n));
+                if rev.contains_key(m) {
+                    return Some(meet(m, &fwd, &rev));
+                }
+                fq.push_back(m);
+            }
+        } else {
+            let Some(n) = rq.pop_front() else { return None };
+            for x in dependents(n).unwrap_or(&[]) {
+                if x == start || rev.contains_key(x) {
+                    continue; // start's stored edges are replaced by start_deps
+                }
+                rev.insert(x, Some(n));
+                if fwd.contains_key(x) {
+                    return Some(meet(x, &fwd, &rev));
+                }
+                rq.push_back(x);
+            }
+        }
+    }
+}

@@ -2,7 +2,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use proptest::prelude::*;
 
-use super::{Graph, ObjKey, find_cycle_through, longest_chain};
+use super::{Graph, ObjKey, find_cycle_bidirectional, find_cycle_through, longest_chain};
 
 fn k(name: &str) -> ObjKey {
     ObjKey::new("flux-system", name)
@@ -298,5 +298,101 @@ proptest! {
                 prop_assert_eq!(longest(&deps, i), w);
             }
         }
+    }
+}
+
+/// The reverse index: who depends on each node.
+fn reverse(idx: &HashMap<ObjKey, Vec<ObjKey>>) -> HashMap<ObjKey, Vec<ObjKey>> {
+    let mut rev: HashMap<ObjKey, Vec<ObjKey>> = HashMap::new();
+    for (from, deps) in idx {
+        for d in deps {
+            rev.entry(d.clone()).or_default().push(from.clone());
+        }
+    }
+    rev
+}
+
+fn assert_real_cycle(
+    path: &[ObjKey],
+    start: &ObjKey,
+    start_deps: &[ObjKey],
+    idx: &HashMap<ObjKey, Vec<ObjKey>>,
+) {
+    assert!(path.len() >= 2);
+    assert_eq!(path.first(), Some(start));
+    assert_eq!(path.last(), Some(start));
+    let inner: HashSet<&ObjKey> = path[..path.len() - 1].iter().collect();
+    assert_eq!(inner.len(), path.len() - 1, "simple cycle: {path:?}");
+    for pair in path.windows(2) {
+        let out = if &pair[0] == start {
+            start_deps
+        } else {
+            &idx[&pair[0]]
+        };
+        assert!(
+            out.contains(&pair[1]),
+            "{} -> {} is not an edge",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+#[test]
+fn bidirectional_finds_the_update_that_closes_a_cycle_and_ignores_stale_edges() {
+    // database → (nothing); api → database; frontend → api. UPDATE database → frontend.
+    let idx = index(&[
+        ("database", &["frontend"]),
+        ("api", &["database"]),
+        ("frontend", &["api"]),
+    ]);
+    let rev = reverse(&idx);
+    let start = k("database");
+    let deps = ks(&["frontend"]);
+    let path = find_cycle_bidirectional(&start, &deps, lookup(&idx), lookup(&rev)).unwrap();
+    assert_eq!(path, ks(&["database", "frontend", "api", "database"]));
+    // The stored (old) edge database → frontend must not count when the update removes it.
+    assert_eq!(
+        find_cycle_bidirectional(&start, &[], lookup(&idx), lookup(&rev)),
+        None
+    );
+    assert_eq!(
+        find_cycle_bidirectional(&start, &ks(&["cache"]), lookup(&idx), lookup(&rev)),
+        None
+    );
+    // Self-dependency.
+    assert_eq!(
+        find_cycle_bidirectional(&start, &ks(&["database"]), lookup(&idx), lookup(&rev)),
+        Some(ks(&["database", "database"]))
+    );
+}
+
+proptest! {
+    #[test]
+    fn bidirectional_agrees_with_reachability(deps in dag(), u in 0usize..30, v in 0usize..30, extra in 0usize..30) {
+        let n = deps.len();
+        let (u, v, extra) = (u % n, v % n, extra % n);
+        let key = |i: usize| ObjKey::new("ns", format!("n{i}"));
+        let idx: HashMap<ObjKey, Vec<ObjKey>> =
+            (0..n).map(|i| (key(i), deps[i].iter().map(|&d| key(d)).collect())).collect();
+        // The stored graph may even hold a stale edge of u's (extra) that the update drops.
+        let mut stored = idx.clone();
+        stored.entry(key(u)).or_default().push(key(extra));
+        let rev = reverse(&stored);
+        let mut new_deps: Vec<ObjKey> = idx[&key(u)].clone();
+        new_deps.push(key(v));
+        let found = find_cycle_bidirectional(&key(u), &new_deps, lookup(&stored), lookup(&rev));
+        // Ground truth: the graph with u's edges replaced by new_deps.
+        let mut truth = deps.clone();
+        truth[u].push(v);
+        let closes = truth[u].iter().any(|&d| d == u || reaches(&truth, d, u));
+        prop_assert_eq!(found.is_some(), closes);
+        if let Some(path) = found {
+            assert_real_cycle(&path, &key(u), &new_deps, &idx);
+        }
+        prop_assert_eq!(
+            find_cycle_bidirectional(&key(u), &idx[&key(u)], lookup(&stored), lookup(&rev)).is_some(),
+            find_cycle_through(&key(u), &idx[&key(u)], lookup(&stored)).is_some()
+        );
     }
 }

@@ -119,7 +119,15 @@ impl DependsOn {
             ctx.flux_object(kind, &k.namespace, &k.name)
                 .map(|o| o.depends_on.as_slice())
         };
-        if let Some(cycle) = graph::find_cycle_through(&me, &deps, edges) {
+        // Searching from both ends needs the reverse edges, which the view keeps; objects from a
+        // live read (rare) have none, so then the search goes forward only.
+        let cycle = match ctx.extra {
+            None => {
+                graph::find_cycle_bidirectional(&me, &deps, edges, |k| ctx.view.dependents(kind, k))
+            }
+            Some(_) => graph::find_cycle_through(&me, &deps, edges),
+        };
+        if let Some(cycle) = cycle {
             let path = match cycle.get(1) {
                 Some(k) => format!("spec.dependsOn[{}]", original_index(items, ns, k)),
                 None => "spec.dependsOn".to_owned(),
