@@ -168,7 +168,7 @@ where
             return None;
         }
         if fq.len() <= rq.len() {
-            let Some(n) = fq.pop_front() else { return None };
+            let n = fq.pop_front()?;
             if n == start {
                 continue;
             }
@@ -183,7 +183,7 @@ where
                 fq.push_back(m);
             }
         } else {
-            let Some(n) = rq.pop_front() else { return None };
+            let n = rq.pop_front()?;
             for x in dependents(n).unwrap_or(&[]) {
                 if x == start || rev.contains_key(x) {
                     continue; // start's stored edges are replaced by start_deps
