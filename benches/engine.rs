@@ -15,7 +15,7 @@ use criterion::{BenchmarkId, Criterion};
 use fluxadmit::admission;
 use fluxadmit::bench::generate::{self, Graph, ViewSize};
 use fluxadmit::engine::{self, Mode};
-use fluxadmit::graph::{ObjKey, find_cycle_through};
+use fluxadmit::graph::{ObjKey, find_cycle_bidirectional, find_cycle_through};
 use fluxadmit::state::Snapshot;
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
@@ -162,6 +162,24 @@ fn graph(c: &mut Criterion) {
         );
         group.bench_function(*name, |b| {
             b.iter(|| find_cycle_through(black_box(start), black_box(deps), |k| g.edges_of(k)))
+        });
+    }
+    group.finish();
+    // What the dependsOn rule runs: both ends, with the view's reverse index.
+    let mut group = c.benchmark_group("cycle_check_10k_bidirectional");
+    for (name, start, deps) in &cases {
+        let forward = find_cycle_through(start, deps, |k| g.edges_of(k)).is_some();
+        let both = find_cycle_bidirectional(start, deps, |k| g.edges_of(k), |k| g.dependents_of(k));
+        assert_eq!(forward, both.is_some(), "{name}: the two searches disagree");
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                find_cycle_bidirectional(
+                    black_box(start),
+                    black_box(deps),
+                    |k| g.edges_of(k),
+                    |k| g.dependents_of(k),
+                )
+            })
         });
     }
     group.finish();

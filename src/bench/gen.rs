@@ -464,6 +464,8 @@ pub fn helmrelease_review(size: &ViewSize, uid: &str) -> Vec<u8> {
 /// depends on 1 to 3 earlier DAG nodes, and one in four also on a chain node).
 pub struct Graph {
     pub edges: HashMap<ObjKey, Vec<ObjKey>>,
+    /// Reverse edges (who depends on a key), as the cluster view keeps them.
+    pub dependents: HashMap<ObjKey, Vec<ObjKey>>,
     pub chains: Vec<Vec<ObjKey>>,
     pub dag: Vec<ObjKey>,
 }
@@ -510,8 +512,18 @@ impl Graph {
             }
             edges.insert(key.clone(), deps);
         }
+        let mut dependents: HashMap<ObjKey, Vec<ObjKey>> = HashMap::new();
+        for (from, deps) in &edges {
+            for d in deps {
+                dependents.entry(d.clone()).or_default().push(from.clone());
+            }
+        }
+        for list in dependents.values_mut() {
+            list.sort();
+        }
         Graph {
             edges,
+            dependents,
             chains: chain_keys,
             dag: dag_keys,
         }
@@ -528,6 +540,11 @@ impl Graph {
     /// The stored edges, in the form `find_cycle_through` reads them.
     pub fn edges_of(&self, k: &ObjKey) -> Option<&[ObjKey]> {
         self.edges.get(k).map(Vec::as_slice)
+    }
+
+    /// The reverse edges, in the form `find_cycle_bidirectional` reads them.
+    pub fn dependents_of(&self, k: &ObjKey) -> Option<&[ObjKey]> {
+        self.dependents.get(k).map(Vec::as_slice)
     }
 }
 

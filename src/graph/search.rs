@@ -167,7 +167,8 @@ where
         if fq.is_empty() || rq.is_empty() {
             return None;
         }
-        if fq.len() <= rq.len() {
+        // The smaller frontier first; on a tie, the side that has seen less.
+        if (fq.len(), fwd.len()) <= (rq.len(), rev.len()) {
             let n = fq.pop_front()?;
             if n == start {
                 continue;
