@@ -198,28 +198,14 @@ fn mutate(
     if common.is_empty() {
         restore_protected(object, &mut work);
     }
-    let mut patch = json_patch::diff(base, &work);
-    if !common.is_empty() {
-        let prefix = json_patch::jsonptr::Pointer::parse(common).ok()?;
-        for op in &mut patch.0 {
-            use json_patch::PatchOperation as Op;
-            match op {
-                Op::Add(o) => o.path = prefix.concat(&o.path),
-                Op::Remove(o) => o.path = prefix.concat(&o.path),
-                Op::Replace(o) => o.path = prefix.concat(&o.path),
-                Op::Test(o) => o.path = prefix.concat(&o.path),
-                Op::Move(o) => {
-                    o.path = prefix.concat(&o.path);
-                    o.from = prefix.concat(&o.from);
-                }
-                Op::Copy(o) => {
-                    o.path = prefix.concat(&o.path);
-                    o.from = prefix.concat(&o.from);
-                }
-            }
-        }
+    let patch = crate::mutate::patch::diff(base, &work);
+    if common.is_empty() {
+        return Some(patch);
     }
-    Some(patch)
+    let prefix = json_patch::jsonptr::Pointer::parse(common).ok()?;
+    Some(json_patch::Patch(crate::mutate::patch::prefixed(
+        patch, prefix,
+    )))
 }
 
 /// Puts back metadata fields a mutation may have touched but the webhook must never change.

@@ -1,3 +1,4 @@
 //! Mutation support: Kyverno-style overlays.
 
 pub mod overlay;
+pub mod patch;
