@@ -147,44 +147,12 @@ async fn serve(
     let app = http::app(state.clone());
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     let tracker = TaskTracker::new();
-    let accept = async {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let app = app.clone();
-            let phase_rx = phase_rx.clone();
-            tracker.spawn(async move {
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                serve_connection(tls, h2, app, phase_rx).await;
-            });
-        }
-    };
+    let accepting = || accept_loop(&listener, &acceptor, &app, &phase_rx, &tracker);
     let stopped = async {
         let _ = stop_rx.wait_for(|s| *s).await;
     };
     tokio::select! {
-        _ = accept => {}
+        _ = accepting() => {}
         _ = stopped => {}
     }
     // The listener stays open during the drain: endpoints are removed from the Service slowly,
@@ -192,26 +160,8 @@ async fn serve(
     state.draining.store(true, Ordering::SeqCst);
     let _ = phase_tx.send(Phase::Draining);
     tracing::info!(drain = ?opts.drain, "shutting down: draining connections");
-    let drain_accept = async {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            let app = app.clone();
-            let phase_rx = phase_rx.clone();
-            tracker.spawn(async move {
-                if let Ok(Ok(tls)) =
-                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                {
-                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve_connection(tls, h2, app, phase_rx).await;
-                }
-            });
-        }
-    };
     tokio::select! {
-        _ = drain_accept => {}
+        _ = accepting() => {}
         _ = tokio::time::sleep(opts.drain) => {}
     }
     drop(listener);
@@ -225,6 +175,47 @@ async fn serve(
     }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Accepts connections until dropped; each is handshaken and served in a tracked task.
+async fn accept_loop(
+    listener: &TcpListener,
+    acceptor: &TlsAcceptor,
+    app: &axum::Router,
+    phase_rx: &watch::Receiver<Phase>,
+    tracker: &TaskTracker,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // e.g. out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let phase_rx = phase_rx.clone();
+        tracker.spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_connection(tls, h2, app, phase_rx).await;
+        });
+    }
 }
 
 async fn serve_connection<S>(io: S, h2: bool, app: axum::Router, mut phase: watch::Receiver<Phase>)
