@@ -143,6 +143,15 @@ pub enum FluxKind {
     Kustomization = 1,
 }
 
+impl From<FluxKind> for Tracked {
+    fn from(k: FluxKind) -> Tracked {
+        match k {
+            FluxKind::HelmRelease => Tracked::HelmRelease,
+            FluxKind::Kustomization => Tracked::Kustomization,
+        }
+    }
+}
+
 impl FluxKind {
     pub fn from_group_kind(group: &str, kind: &str) -> Option<FluxKind> {
         match (group, kind) {
@@ -196,6 +205,15 @@ impl Tracked {
             ("", "ServiceAccount") => Some(Tracked::ServiceAccount),
             ("", "Secret") => Some(Tracked::Secret),
             ("", "ConfigMap") => Some(Tracked::ConfigMap),
+            _ => None,
+        }
+    }
+
+    /// The Flux kind, for HelmRelease and Kustomization.
+    pub fn flux_kind(self) -> Option<FluxKind> {
+        match self {
+            Tracked::HelmRelease => Some(FluxKind::HelmRelease),
+            Tracked::Kustomization => Some(FluxKind::Kustomization),
             _ => None,
         }
     }
@@ -324,11 +342,7 @@ impl ClusterView {
             .unwrap_or("default");
         match kind {
             Tracked::HelmRelease | Tracked::Kustomization => {
-                let fk = if kind == Tracked::HelmRelease {
-                    FluxKind::HelmRelease
-                } else {
-                    FluxKind::Kustomization
-                };
+                let fk = kind.flux_kind().unwrap_or(FluxKind::HelmRelease);
                 let fresh = FluxObject::from_manifest(namespace, obj);
                 let me = ObjKey::new(namespace, name);
                 self.unlink(fk, &me);
@@ -397,11 +411,7 @@ impl ClusterView {
         };
         match kind {
             Tracked::HelmRelease | Tracked::Kustomization => {
-                let fk = if kind == Tracked::HelmRelease {
-                    FluxKind::HelmRelease
-                } else {
-                    FluxKind::Kustomization
-                };
+                let fk = kind.flux_kind().unwrap_or(FluxKind::HelmRelease);
                 self.unlink(fk, &ObjKey::new(namespace, name));
                 self.flux_mut(fk).remove(namespace, name);
             }

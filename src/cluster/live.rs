@@ -24,10 +24,7 @@ pub struct KubeLookup(pub kube::Client);
 impl LiveLookup for KubeLookup {
     fn get<'a>(&'a self, kind: FluxKind, namespace: &'a str, name: &'a str) -> LookupFuture<'a> {
         Box::pin(async move {
-            let tracked = match kind {
-                FluxKind::HelmRelease => Tracked::HelmRelease,
-                FluxKind::Kustomization => Tracked::Kustomization,
-            };
+            let tracked = Tracked::from(kind);
             let (group, version, k, plural) = tracked.resource();
             let ar = ApiResource::from_gvk_with_plural(
                 &GroupVersionKind::gvk(group, version, k),
@@ -89,10 +86,7 @@ pub async fn confirm(
     let mut extra = ClusterView::default();
     let mut any = false;
     for (kind, key, v) in found.into_iter().flatten() {
-        let t = match kind {
-            FluxKind::HelmRelease => Tracked::HelmRelease,
-            FluxKind::Kustomization => Tracked::Kustomization,
-        };
+        let t = Tracked::from(kind);
         let mut v = v;
         // The object lives where we asked for it, whatever the body says.
         if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
