@@ -274,10 +274,34 @@ fn depends_on_table() {
             Want::Denied(&["(tier 1) depends on apps/frontend (tier 4)"]),
         ),
         (
-            "untiered object in a tiered namespace",
+            "tiered object depending on an untiered one",
             "CREATE",
-            hr("apps", "adhoc", None, json!({})),
-            Want::Denied(&["has no \"fluxadmit.io/tier\" label"]),
+            hr(
+                "apps",
+                "dashboards",
+                Some("4"),
+                json!({"dependsOn": [{"name": "kube-prometheus-stack", "namespace": "monitoring"}]}),
+            ),
+            Want::Denied(&[
+                "apps/dashboards (tier 4) depends on monitoring/kube-prometheus-stack, which has no valid \"fluxadmit.io/tier\" tier label",
+            ]),
+        ),
+        (
+            "untiered objects are not concerned",
+            "CREATE",
+            hr(
+                "apps",
+                "adhoc",
+                None,
+                json!({"dependsOn": [{"name": "api"}]}),
+            ),
+            Want::Allowed,
+        ),
+        (
+            "a tier that is not a number",
+            "CREATE",
+            hr("apps", "odd", Some("high"), json!({})),
+            Want::Denied(&["has \"fluxadmit.io/tier\" label \"high\", which is not an integer"]),
         ),
         (
             "missing is denied under tiers",
