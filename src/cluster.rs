@@ -154,11 +154,7 @@ impl From<FluxKind> for Tracked {
 
 impl FluxKind {
     pub fn from_group_kind(group: &str, kind: &str) -> Option<FluxKind> {
-        match (group, kind) {
-            ("helm.toolkit.fluxcd.io", "HelmRelease") => Some(FluxKind::HelmRelease),
-            ("kustomize.toolkit.fluxcd.io", "Kustomization") => Some(FluxKind::Kustomization),
-            _ => None,
-        }
+        Tracked::from_group_kind(group, kind)?.flux_kind()
     }
 
     pub fn name(self) -> &'static str {
@@ -216,6 +212,15 @@ impl Tracked {
             Tracked::Kustomization => Some(FluxKind::Kustomization),
             _ => None,
         }
+    }
+
+    /// The resource as the API server serves it, for kube-rs dynamic APIs.
+    pub fn api_resource(self) -> kube::api::ApiResource {
+        let (group, version, kind, plural) = self.resource();
+        kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(group, version, kind),
+            plural,
+        )
     }
 
     /// (group, version, kind, plural) as served by the API server.

@@ -198,11 +198,8 @@ fn mutate(
     if common.is_empty() {
         restore_protected(object, &mut work);
     }
-    let patch = crate::mutate::patch::diff(base, &work);
-    if common.is_empty() {
-        return Some(patch);
-    }
     let prefix = json_patch::jsonptr::Pointer::parse(common).ok()?;
+    let patch = crate::mutate::patch::diff(base, &work);
     Some(json_patch::Patch(crate::mutate::patch::prefixed(
         patch, prefix,
     )))

@@ -5,7 +5,7 @@
 use super::{ClusterView, FluxKind, Tracked, depends_on_of};
 use crate::admission::Request;
 use crate::graph::ObjKey;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, DynamicObject};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -24,12 +24,7 @@ pub struct KubeLookup(pub kube::Client);
 impl LiveLookup for KubeLookup {
     fn get<'a>(&'a self, kind: FluxKind, namespace: &'a str, name: &'a str) -> LookupFuture<'a> {
         Box::pin(async move {
-            let tracked = Tracked::from(kind);
-            let (group, version, k, plural) = tracked.resource();
-            let ar = ApiResource::from_gvk_with_plural(
-                &GroupVersionKind::gvk(group, version, k),
-                plural,
-            );
+            let ar = Tracked::from(kind).api_resource();
             let api: Api<DynamicObject> = Api::namespaced_with(self.0.clone(), namespace, &ar);
             match api.get_opt(name).await {
                 Ok(Some(o)) => serde_json::to_value(&o)

@@ -5,7 +5,7 @@
 
 use super::{ClusterView, Tracked};
 use futures::StreamExt as _;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt as _};
@@ -82,11 +82,6 @@ fn reduce(obj: DynamicObject) -> serde_json::Value {
     serde_json::to_value(&obj).unwrap_or_default()
 }
 
-fn api_resource(kind: Tracked) -> ApiResource {
-    let (group, version, k, plural) = kind.resource();
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, k), plural)
-}
-
 /// Watches the kinds cluster-wide and calls `publish` with a fresh view whenever it changed
 /// (at most once per `debounce`) once every kind is synced. Runs until the client fails for
 /// good or the task is dropped; transient errors are retried with backoff.
@@ -110,25 +105,22 @@ pub async fn run_all<F>(
     F: Fn(ClusterView, Option<crate::policy::PolicySet>) + Send + 'static,
 {
     let streams = kinds.iter().map(|&kind| {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(kind));
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.api_resource());
         let mut cfg = watcher::Config::default();
         if kind == Tracked::Secret {
             cfg = cfg.fields(HELM_STORAGE_SELECTOR);
         }
-        watcher(api, cfg)
+        watcher::watcher(api, cfg)
             .default_backoff()
             .map(move |e| (Some(kind), e))
             .boxed()
     });
     let mut streams: Vec<_> = streams.collect();
     if policy_files.is_some() {
-        let ar = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("fluxadmit.io", "v1alpha1", "DeploymentPolicy"),
-            "deploymentpolicies",
-        );
+        let ar = ApiResource::erase::<crate::policy::model::DeploymentPolicy>(&());
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
         streams.push(
-            watcher(api, watcher::Config::default())
+            watcher::watcher(api, watcher::Config::default())
                 .default_backoff()
                 .map(|e| (None, e))
                 .boxed(),
@@ -234,13 +226,6 @@ impl PolicyResources {
             }
         }
     }
-}
-
-fn watcher(
-    api: Api<DynamicObject>,
-    cfg: watcher::Config,
-) -> impl futures::Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Send {
-    watcher::watcher(api, cfg)
 }
 
 #[cfg(test)]

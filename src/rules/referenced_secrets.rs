@@ -52,41 +52,13 @@ impl ReferencedSecrets {
     }
 
     fn check(&self, view: &ClusterView, r: &Reference<'_>, out: &mut Vec<Finding>) {
-        let keys: &BTreeSet<String> = match r.kind {
-            "Secret" => match view.secrets.get(r.namespace, r.name) {
-                Some(s) => &s.keys,
-                None => {
-                    if !r.optional {
-                        out.push(Finding::error(
-                            &r.path,
-                            format!(
-                                "Secret {}/{} not found; Flux reads it in namespace {:?}",
-                                r.namespace, r.name, r.namespace
-                            ),
-                        ));
-                    }
-                    return;
-                }
-            },
+        let found: Option<&BTreeSet<String>> = match r.kind {
+            "Secret" => view.secrets.get(r.namespace, r.name).map(|s| &s.keys),
             "ConfigMap" => {
                 if !self.config_maps || !view.tracks_config_maps {
                     return;
                 }
-                match view.config_maps.get(r.namespace, r.name) {
-                    Some(c) => &c.keys,
-                    None => {
-                        if !r.optional {
-                            out.push(Finding::error(
-                                &r.path,
-                                format!(
-                                    "ConfigMap {}/{} not found; Flux reads it in namespace {:?}",
-                                    r.namespace, r.name, r.namespace
-                                ),
-                            ));
-                        }
-                        return;
-                    }
-                }
+                view.config_maps.get(r.namespace, r.name).map(|c| &c.keys)
             }
             other => {
                 out.push(Finding::error(
@@ -95,6 +67,18 @@ impl ReferencedSecrets {
                 ));
                 return;
             }
+        };
+        let Some(keys) = found else {
+            if !r.optional {
+                out.push(Finding::error(
+                    &r.path,
+                    format!(
+                        "{} {}/{} not found; Flux reads it in namespace {:?}",
+                        r.kind, r.namespace, r.name, r.namespace
+                    ),
+                ));
+            }
+            return;
         };
         let what = format!("{} {}/{}", r.kind, r.namespace, r.name);
         match &r.need {
