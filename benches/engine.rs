@@ -76,7 +76,7 @@ fn reviews(c: &mut Criterion, snap: &Snapshot, size: &ViewSize) {
     // Where a review's time goes: parsing, the engine, the answer; and what parsing the same
     // bytes costs with plain serde_json (the floor server's parse is the kube-rs one).
     let mut g = c.benchmark_group("review_parts");
-    let req = admission::parse_review(&deploy).unwrap();
+    let mut req = admission::parse_review(&deploy).unwrap();
     g.bench_function("deployment_6k/parse_review", |b| {
         b.iter(|| admission::parse_review(black_box(&deploy)))
     });
@@ -90,19 +90,26 @@ fn reviews(c: &mut Criterion, snap: &Snapshot, size: &ViewSize) {
     });
     for (name, mode) in [("validate", Mode::Validate), ("mutate", Mode::Mutate)] {
         g.bench_function(format!("deployment_6k/evaluate_{name}"), |b| {
-            b.iter(|| engine::evaluate(mode, black_box(&req), &snap.policies, &snap.view))
+            b.iter(|| engine::evaluate(mode, black_box(&mut req), &snap.policies, &snap.view))
         });
-        let verdict = engine::evaluate(mode, &req, &snap.policies, &snap.view).verdict;
+        let verdict = engine::evaluate(mode, &mut req, &snap.policies, &snap.view).verdict;
         g.bench_function(format!("deployment_6k/respond_{name}"), |b| {
             b.iter(|| admission::to_json(admission::respond(black_box(&req), verdict.clone())))
         });
     }
-    let hreq = admission::parse_review(&hr).unwrap();
+    let mut hreq = admission::parse_review(&hr).unwrap();
     g.bench_function("helmrelease_3k/parse_review", |b| {
         b.iter(|| admission::parse_review(black_box(&hr)))
     });
     g.bench_function("helmrelease_3k/evaluate_validate", |b| {
-        b.iter(|| engine::evaluate(Mode::Validate, black_box(&hreq), &snap.policies, &snap.view))
+        b.iter(|| {
+            engine::evaluate(
+                Mode::Validate,
+                black_box(&mut hreq),
+                &snap.policies,
+                &snap.view,
+            )
+        })
     });
     g.finish();
 }

@@ -3,6 +3,7 @@
 
 use crate::admission::{Request, Verdict};
 use crate::cluster::{ClusterView, FluxKind, labels_of};
+use crate::mutate::journal::{Journal, Seg};
 use crate::policy::PolicySet;
 use crate::policy::matching::MatchInput;
 use crate::policy::model::{Action, OperationName};
@@ -57,8 +58,15 @@ const PROTECTED_METADATA: [&str; 7] = [
     "deletionTimestamp",
 ];
 
-/// Evaluates one request against the policy set and the cluster view.
-pub fn evaluate(mode: Mode, req: &Request, policies: &PolicySet, view: &ClusterView) -> Outcome {
+/// Evaluates one request against the policy set and the cluster view. A mutation writes into
+/// the request's object and takes its writes back before returning: the request comes back
+/// as it went in.
+pub fn evaluate(
+    mode: Mode,
+    req: &mut Request,
+    policies: &PolicySet,
+    view: &ClusterView,
+) -> Outcome {
     evaluate_with(mode, req, policies, view, None)
 }
 
@@ -66,7 +74,7 @@ pub fn evaluate(mode: Mode, req: &Request, policies: &PolicySet, view: &ClusterV
 /// yet (a cache miss), consulted after the view.
 pub fn evaluate_with(
     mode: Mode,
-    req: &Request,
+    req: &mut Request,
     policies: &PolicySet,
     view: &ClusterView,
     extra: Option<&ClusterView>,
@@ -146,7 +154,7 @@ pub fn evaluate_with(
         }
     }
 
-    let patch = mutate(&req.object, &mutations);
+    let patch = mutate(&mut req.object, &mutations);
     let mut message = String::new();
     let mut warnings = Vec::new();
     for r in &findings {
@@ -176,33 +184,43 @@ pub fn evaluate_with(
     }
 }
 
-/// Runs the mutations in order and diffs. When every rule writes under the same root (the pod
-/// template, typically), only that subtree is copied and compared.
+/// Runs the mutations in order, in place, and builds the patch from the writes they logged;
+/// then undoes them, so `object` is given back as it came.
 fn mutate(
-    object: &Value,
+    object: &mut Value,
     mutations: &[(&CompiledRule, &'static str)],
 ) -> Option<json_patch::Patch> {
-    let first = mutations.first()?.1;
-    let common = if mutations.iter().all(|(_, r)| *r == first) {
-        first
-    } else {
-        ""
-    };
-    let base = object.pointer(common)?;
-    let mut work = base.clone();
+    if mutations.is_empty() {
+        return None;
+    }
+    let mut journal = Journal::new();
     for (rule, root) in mutations {
-        if let Some(at) = work.pointer_mut(&root[common.len()..]) {
-            rule.mutate(at);
+        if let Some(at) = object.pointer_mut(root) {
+            journal.enter(root);
+            rule.mutate(at, &mut journal);
         }
     }
-    if common.is_empty() {
+    let protected = journal.any_write(|path| match path {
+        [] | [Seg::Key("metadata")] => true,
+        [Seg::Key("metadata"), Seg::Key(k), ..] => PROTECTED_METADATA.contains(k),
+        _ => false,
+    });
+    if protected {
+        // Rare: an object-rooted overlay wrote to metadata the webhook must not change. Redo it
+        // on a copy, put those fields back and compare.
+        journal.undo(object);
+        let mut work = object.clone();
+        for (rule, root) in mutations {
+            if let Some(at) = work.pointer_mut(root) {
+                rule.mutate(at, &mut Journal::new());
+            }
+        }
         restore_protected(object, &mut work);
+        return Some(crate::mutate::patch::diff(object, &work));
     }
-    let prefix = json_patch::jsonptr::Pointer::parse(common).ok()?;
-    let patch = crate::mutate::patch::diff(base, &work);
-    Some(json_patch::Patch(crate::mutate::patch::prefixed(
-        patch, prefix,
-    )))
+    let patch = journal.patch(object);
+    journal.undo(object);
+    Some(json_patch::Patch(patch))
 }
 
 /// Puts back metadata fields a mutation may have touched but the webhook must never change.

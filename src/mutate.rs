@@ -1,4 +1,5 @@
 //! Mutation support: Kyverno-style overlays.
 
+pub mod journal;
 pub mod overlay;
 pub mod patch;

@@ -204,11 +204,16 @@ impl CompiledRule {
         }
     }
 
-    /// Applies this rule's mutation to the value at its root, in place.
-    pub fn mutate(&self, at_root: &mut Value) {
+    /// Applies this rule's mutation to the value at its root, in place, logging every write in
+    /// `journal` (located at the root).
+    pub fn mutate<'a>(
+        &'a self,
+        at_root: &mut Value,
+        journal: &mut crate::mutate::journal::Journal<'a>,
+    ) {
         match &self.kind {
-            RuleKind::Mutate(r) => r.mutate(at_root),
-            RuleKind::ImagePullSecrets(r) => r.mutate(at_root),
+            RuleKind::Mutate(r) => r.mutate(at_root, journal),
+            RuleKind::ImagePullSecrets(r) => r.mutate(at_root, journal),
             _ => {}
         }
     }

@@ -33,10 +33,11 @@ impl Snapshot {
     pub fn answer(
         &self,
         mode: Mode,
-        request: admission::Request,
+        mut request: admission::Request,
         extra: Option<&ClusterView>,
     ) -> Answer {
-        let mut outcome = engine::evaluate_with(mode, &request, &self.policies, &self.view, extra);
+        let mut outcome =
+            engine::evaluate_with(mode, &mut request, &self.policies, &self.view, extra);
         if mode == Mode::Validate {
             // The validating webhook never returns a patch.
             outcome.verdict.patch = None;

@@ -769,8 +769,9 @@ fn pod_with_server_metadata() -> Value {
 fn engine_patch(policy_yaml: &str, obj: &Value) -> Value {
     let policies = compile_yaml("inline.yaml", policy_yaml).unwrap();
     let view = load_dir(&[root().join("tests/fixtures/workloads/state")]).unwrap();
-    let req = parse_review(&review_body(obj, PERSON, false)).unwrap();
-    let out = evaluate(Mode::Mutate, &req, &policies, &view);
+    let mut req = parse_review(&review_body(obj, PERSON, false)).unwrap();
+    let out = evaluate(Mode::Mutate, &mut req, &policies, &view);
+    assert_eq!(&req.object, obj, "the request comes back unchanged");
     assert!(out.verdict.allowed, "{}", out.verdict.message);
     serde_json::to_value(out.verdict.patch.expect("the overlay ran")).unwrap()
 }

@@ -54,6 +54,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
+use crate::mutate::journal::Journal;
 use serde_json::Value;
 
 /// An overlay parsed and compiled once at policy load; applying it does no parsing of anchors.
@@ -91,15 +92,22 @@ impl Overlay {
 
     /// Applies the overlay in place. Returns true when `target` changed.
     pub fn apply(&self, target: &mut Value) -> bool {
-        apply::apply_root(&self.root, self.may_halt, target)
+        self.apply_logged(target, &mut Journal::new())
+    }
+
+    /// Applies the overlay in place, logging every write in `journal` (whose location must be
+    /// where `target` is).
+    pub fn apply_logged<'a>(&'a self, target: &mut Value, journal: &mut Journal<'a>) -> bool {
+        apply::apply_root(&self.root, self.may_halt, target, journal)
     }
 
     /// Returns the RFC 6902 patch that turns `target` into the overlaid object, or `None` when
     /// the overlay changes nothing (what an admission response carries).
     pub fn json_patch(&self, target: &Value) -> Option<json_patch::Patch> {
         let mut patched = target.clone();
-        if self.apply(&mut patched) {
-            Some(json_patch::diff(target, &patched))
+        let mut journal = Journal::new();
+        if self.apply_logged(&mut patched, &mut journal) {
+            Some(json_patch::Patch(journal.patch(&patched)))
         } else {
             None
         }

@@ -4,6 +4,7 @@
 
 use super::{Ctx, Finding};
 use crate::cluster::{ClusterView, FluxKind};
+use crate::mutate::journal::{Journal, Seg};
 use crate::policy::model::ImagePullSecretsSpec;
 use crate::workload::{containers, join, pod_template};
 use globset::{Glob, GlobMatcher};
@@ -94,34 +95,44 @@ impl ImagePullSecrets {
         pod_template(&ctx.req.group, &ctx.req.kind).map(|(pointer, _)| pointer)
     }
 
-    /// Adds the needed pull secrets to the pod template `template`.
-    pub fn mutate(&self, template: &mut Value) {
+    /// Adds the needed pull secrets to the pod template `template`, logging the writes.
+    pub fn mutate(&self, template: &mut Value, journal: &mut Journal<'_>) {
         let Some(spec) = template.get_mut("spec").filter(|s| s.is_object()) else {
             return;
         };
-        let needed: Vec<String> = self.needed(spec).into_iter().map(str::to_owned).collect();
+        let needed = self.needed(spec);
         if needed.is_empty() {
             return;
         }
         let Some(map) = spec.as_object_mut() else {
             return;
         };
-        let list = map
-            .entry("imagePullSecrets")
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if !list.is_array() {
-            return; // malformed; validation reports it, mutation does not guess
-        }
-        if let Value::Array(items) = list {
-            for s in needed {
-                if !items
-                    .iter()
-                    .any(|i| i.get("name").and_then(Value::as_str) == Some(&s))
-                {
-                    items.push(json!({ "name": s }));
+        journal.scoped(Seg::Key("spec"), |journal| {
+            let items = match map.get_mut("imagePullSecrets") {
+                Some(Value::Array(items)) => items,
+                // Malformed: validation reports it, mutation does not guess.
+                Some(_) => return,
+                None => {
+                    journal.wrote(Some(Seg::Key("imagePullSecrets")), None);
+                    let list = map
+                        .entry("imagePullSecrets")
+                        .or_insert_with(|| Value::Array(Vec::new()));
+                    let Value::Array(items) = list else { return };
+                    items
                 }
-            }
-        }
+            };
+            journal.scoped(Seg::Key("imagePullSecrets"), |journal| {
+                for s in needed {
+                    if !items
+                        .iter()
+                        .any(|i| i.get("name").and_then(Value::as_str) == Some(s))
+                    {
+                        journal.wrote(Some(Seg::Index(items.len())), None);
+                        items.push(json!({ "name": s }));
+                    }
+                }
+            });
+        });
     }
 
     pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {

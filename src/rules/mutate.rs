@@ -2,6 +2,7 @@
 //! pod template. Explicit values in Git are never overwritten by `+()` anchors.
 
 use super::Ctx;
+use crate::mutate::journal::Journal;
 use crate::mutate::overlay::Overlay;
 use crate::policy::model::{MutateSpec, OverlayTarget};
 use crate::workload::pod_template;
@@ -42,10 +43,10 @@ impl MutateRule {
         }
     }
 
-    /// Applies the overlay to the value at its root.
-    pub fn mutate(&self, target: &mut Value) {
+    /// Applies the overlay to the value at its root, logging the writes.
+    pub fn mutate<'a>(&'a self, target: &mut Value, journal: &mut Journal<'a>) {
         if target.is_object() {
-            self.overlay.apply(target);
+            self.overlay.apply_logged(target, journal);
         }
     }
 }

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::compile::{Elem, Entry, ListNode, MapNode, Node};
+use crate::mutate::journal::{Journal, Seg};
 
 /// Why processing of a scope stopped.
 #[derive(Debug, PartialEq)]
@@ -15,39 +16,54 @@ enum Halt {
 
 type Step = Result<(), Halt>;
 
-pub(super) fn apply_root(root: &MapNode, may_halt: bool, target: &mut Value) -> bool {
+pub(super) fn apply_root<'a>(
+    root: &'a MapNode,
+    may_halt: bool,
+    target: &mut Value,
+    j: &mut Journal<'a>,
+) -> bool {
+    let mark = j.mark();
     let mut changed = false;
-    if may_halt {
-        // A failure anywhere must leave the target untouched: work on a copy.
-        let mut work = target.clone();
-        if merge_value(root, &mut work, &mut changed).is_ok() && changed {
-            *target = work;
-            return true;
+    match merge_value(root, target, j, &mut changed) {
+        Ok(()) => changed,
+        // A failure anywhere must leave the target untouched.
+        Err(_) if may_halt => {
+            j.rollback(mark, target);
+            false
         }
-        false
-    } else {
         // Nothing can halt at this scope; conditional list elements roll back on their own.
-        let _ = merge_value(root, target, &mut changed);
-        changed
+        Err(_) => changed,
     }
 }
 
 /// Merges `m` into `slot`. A slot that is not a map counts as absent (Kyverno treats it as a nil
 /// resource): it is replaced by a new map only when the overlay produces something.
-fn merge_value(m: &MapNode, slot: &mut Value, changed: &mut bool) -> Step {
+fn merge_value<'a>(
+    m: &'a MapNode,
+    slot: &mut Value,
+    j: &mut Journal<'a>,
+    changed: &mut bool,
+) -> Step {
     if let Value::Object(obj) = slot {
-        return merge_map(m, obj, changed);
+        return merge_map(m, obj, j, changed);
     }
+    // Built apart and attached whole: one write.
     let mut fresh = Map::new();
-    merge_map(m, &mut fresh, &mut false)?;
+    merge_map(m, &mut fresh, &mut Journal::new(), &mut false)?;
     if !fresh.is_empty() || m.literal_empty {
-        *slot = Value::Object(fresh);
+        let old = std::mem::replace(slot, Value::Object(fresh));
+        j.wrote(None, Some(old));
         *changed = true;
     }
     Ok(())
 }
 
-fn merge_map(m: &MapNode, obj: &mut Map<String, Value>, changed: &mut bool) -> Step {
+fn merge_map<'a>(
+    m: &'a MapNode,
+    obj: &mut Map<String, Value>,
+    j: &mut Journal<'a>,
+    changed: &mut bool,
+) -> Step {
     if !m
         .globals
         .iter()
@@ -65,75 +81,97 @@ fn merge_map(m: &MapNode, obj: &mut Map<String, Value>, changed: &mut bool) -> S
     }
     for (k, sub) in &m.guarded {
         if let Some(v) = obj.get_mut(k) {
-            merge_value(sub, v, changed)?;
+            j.scoped(Seg::Key(k), |j| merge_value(sub, v, j, changed))?;
         }
     }
     for e in &m.entries {
-        apply_entry(e, obj, changed)?;
+        apply_entry(e, obj, j, changed)?;
     }
     Ok(())
 }
 
-fn apply_entry(e: &Entry, obj: &mut Map<String, Value>, changed: &mut bool) -> Step {
+fn apply_entry<'a>(
+    e: &'a Entry,
+    obj: &mut Map<String, Value>,
+    j: &mut Journal<'a>,
+    changed: &mut bool,
+) -> Step {
     if e.add_if_absent && obj.contains_key(&e.key) {
         return Ok(());
     }
     match &e.node {
         Node::Delete => {
-            if obj.remove(&e.key).is_some() {
+            if let Some(old) = obj.remove(&e.key) {
+                j.wrote(Some(Seg::Key(&e.key)), Some(old));
                 *changed = true;
             }
         }
         Node::Literal(v) => {
             if obj.get(&e.key) != Some(v) {
-                obj.insert(e.key.clone(), v.clone());
+                let old = obj.insert(e.key.clone(), v.clone());
+                j.wrote(Some(Seg::Key(&e.key)), old);
                 *changed = true;
             }
         }
-        Node::Map(m) => with_slot(obj, &e.key, changed, |slot, ch| merge_value(m, slot, ch))?,
-        Node::List(l) => with_slot(obj, &e.key, changed, |slot, ch| {
-            merge_list_value(l, slot, ch)
+        Node::Map(m) => with_slot(obj, &e.key, j, changed, |slot, j, ch| {
+            merge_value(m, slot, j, ch)
+        })?,
+        Node::List(l) => with_slot(obj, &e.key, j, changed, |slot, j, ch| {
+            merge_list_value(l, slot, j, ch)
         })?,
     }
     Ok(())
 }
 
 /// Runs `f` on the value at `key`, or on a placeholder `null` that is inserted only if `f`
-/// turned it into something.
-fn with_slot(
+/// turned it into something (built apart, so the insert is the one write logged).
+fn with_slot<'a>(
     obj: &mut Map<String, Value>,
-    key: &str,
+    key: &'a str,
+    j: &mut Journal<'a>,
     changed: &mut bool,
-    f: impl FnOnce(&mut Value, &mut bool) -> Step,
+    f: impl FnOnce(&mut Value, &mut Journal<'a>, &mut bool) -> Step,
 ) -> Step {
     if let Some(slot) = obj.get_mut(key) {
-        return f(slot, changed);
+        return j.scoped(Seg::Key(key), |j| f(slot, j, changed));
     }
     let mut slot = Value::Null;
     let mut made = false;
-    f(&mut slot, &mut made)?;
+    f(&mut slot, &mut Journal::new(), &mut made)?;
     if made {
         obj.insert(key.to_string(), slot);
+        j.wrote(Some(Seg::Key(key)), None);
         *changed = true;
     }
     Ok(())
 }
 
 /// A slot that is not a list counts as absent; it becomes a list only if elements get added.
-fn merge_list_value(l: &ListNode, slot: &mut Value, changed: &mut bool) -> Step {
+fn merge_list_value<'a>(
+    l: &'a ListNode,
+    slot: &mut Value,
+    j: &mut Journal<'a>,
+    changed: &mut bool,
+) -> Step {
     if let Value::Array(arr) = slot {
-        return merge_list(l, arr, changed);
+        return merge_list(l, arr, j, changed);
     }
     let mut fresh = Vec::new();
-    merge_list(l, &mut fresh, &mut false)?;
+    merge_list(l, &mut fresh, &mut Journal::new(), &mut false)?;
     if !fresh.is_empty() {
-        *slot = Value::Array(fresh);
+        let old = std::mem::replace(slot, Value::Array(fresh));
+        j.wrote(None, Some(old));
         *changed = true;
     }
     Ok(())
 }
 
-fn merge_list(l: &ListNode, arr: &mut Vec<Value>, changed: &mut bool) -> Step {
+fn merge_list<'a>(
+    l: &'a ListNode,
+    arr: &mut Vec<Value>,
+    j: &mut Journal<'a>,
+    changed: &mut bool,
+) -> Step {
     for elem in &l.elems {
         match elem {
             Elem::Gate(m) => {
@@ -142,46 +180,50 @@ fn merge_list(l: &ListNode, arr: &mut Vec<Value>, changed: &mut bool) -> Step {
                 }
             }
             Elem::Conditional(m) => {
-                for t in arr.iter_mut() {
+                // Conditions deeper down may still fail: then this element's writes roll back.
+                let may_fail = m.deep_cond || !m.globals.is_empty();
+                for (i, t) in arr.iter_mut().enumerate() {
                     if !satisfies_here(m, t) {
                         continue;
                     }
-                    if !m.deep_cond && m.globals.is_empty() {
-                        // Nothing below can fail: apply in place.
-                        merge_value(m, t, changed)?;
-                        continue;
-                    }
-                    // Conditions deeper down may still fail: apply to a copy, keep it on success.
-                    let mut work = t.clone();
-                    let mut c = false;
-                    match merge_value(m, &mut work, &mut c) {
-                        Ok(()) if c => {
-                            *t = work;
-                            *changed = true;
+                    j.scoped(Seg::Index(i), |j| {
+                        let mark = j.mark();
+                        match merge_value(m, t, j, changed) {
+                            Ok(()) => Ok(()),
+                            Err(h) if may_fail => {
+                                j.rollback(mark, t);
+                                if h == Halt::Global { Err(h) } else { Ok(()) }
+                            }
+                            Err(h) => Err(h),
                         }
-                        Ok(()) | Err(Halt::Cond) => {}
-                        Err(Halt::Global) => return Err(Halt::Global),
-                    }
+                    })?;
                 }
             }
             Elem::Keyed { name, body } => {
-                let found = arr.iter_mut().find(|t| t.get("name") == Some(name));
-                match found {
-                    Some(t) => merge_value(body, t, changed)?,
-                    None => append(body, arr, changed)?,
+                match arr.iter().position(|t| t.get("name") == Some(name)) {
+                    Some(i) => j.scoped(Seg::Index(i), |j| {
+                        merge_value(body, &mut arr[i], j, changed)
+                    })?,
+                    None => append(body, arr, j, changed)?,
                 }
             }
-            Elem::Unkeyed(body) => append(body, arr, changed)?,
+            Elem::Unkeyed(body) => append(body, arr, j, changed)?,
         }
     }
     Ok(())
 }
 
 /// Appends the element the overlay describes, unless an equal one is already there.
-fn append(body: &MapNode, arr: &mut Vec<Value>, changed: &mut bool) -> Step {
+fn append<'a>(
+    body: &'a MapNode,
+    arr: &mut Vec<Value>,
+    j: &mut Journal<'a>,
+    changed: &mut bool,
+) -> Step {
     let mut v = Value::Object(Map::new());
-    merge_value(body, &mut v, &mut false)?;
+    merge_value(body, &mut v, &mut Journal::new(), &mut false)?;
     if !arr.contains(&v) {
+        j.wrote(Some(Seg::Index(arr.len())), None);
         arr.push(v);
         *changed = true;
     }

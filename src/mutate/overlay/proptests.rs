@@ -3,6 +3,7 @@ use serde_json::{Map, Value, json};
 
 use super::Overlay;
 use super::tests::{compile, restricted};
+use crate::mutate::journal::Journal;
 
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -295,6 +296,28 @@ proptest! {
             let once = applied(&ov, &x);
             let mut again = once.clone();
             ov.apply(&mut again);
+        }
+    }
+
+    /// The patch built from the logged writes turns the input into the output, is empty when
+    /// nothing changed, and the undo gives the input back exactly (what the engine relies on
+    /// when it mutates the request's own object).
+    #[test]
+    fn logged_writes_give_the_patch_and_the_undo(ov in anchor_soup(), x in junk(), y in pod()) {
+        for (ov, x) in [(Overlay::compile(&ov), x), (Ok(compile(restricted())), y)] {
+            let Ok(ov) = ov else { continue };
+            let mut v = x.clone();
+            let mut journal = Journal::new();
+            let changed = ov.apply_logged(&mut v, &mut journal);
+            prop_assert_eq!(changed, v != x);
+            prop_assert_eq!(&v, &applied(&ov, &x));
+            let ops = journal.patch(&v);
+            prop_assert_eq!(ops.is_empty(), v == x);
+            let mut patched = x.clone();
+            prop_assert!(json_patch::patch(&mut patched, &json_patch::Patch(ops)).is_ok());
+            prop_assert_eq!(&patched, &v);
+            journal.undo(&mut v);
+            prop_assert_eq!(v, x);
         }
     }
 }
