@@ -73,6 +73,32 @@ fn reviews(c: &mut Criterion, snap: &Snapshot, size: &ViewSize) {
     );
     g.finish();
 
+    // The engine's own work on the Deployment, both webhooks, on the parsed review: with every
+    // policy (defaults + examples: 4 match), and with the default policy set alone (1 matches).
+    let defaults = Snapshot {
+        policies: generate::default_policies().unwrap(),
+        view: Default::default(),
+    };
+    let mut g = c.benchmark_group("engine");
+    for (name, policies) in [
+        ("all_policies", &snap.policies),
+        ("default_policies", &defaults.policies),
+    ] {
+        let mut req = admission::parse_review(&deploy).unwrap();
+        let m = engine::evaluate(Mode::Mutate, &mut req, policies, &snap.view);
+        assert!(m.verdict.patch.is_some_and(|p| !p.0.is_empty()));
+        g.bench_function(format!("deployment_6k/validate+mutate/{name}"), |b| {
+            b.iter(|| {
+                let r = black_box(&mut req);
+                (
+                    engine::evaluate(Mode::Validate, r, policies, &snap.view),
+                    engine::evaluate(Mode::Mutate, r, policies, &snap.view),
+                )
+            })
+        });
+    }
+    g.finish();
+
     // Where a review's time goes: parsing, the engine, the answer; and what parsing the same
     // bytes costs with plain serde_json (the floor server's parse is the kube-rs one).
     let mut g = c.benchmark_group("review_parts");

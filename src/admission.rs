@@ -228,17 +228,32 @@ pub fn respond(req: &Request, verdict: Verdict) -> AdmissionReview<DynamicObject
 pub fn to_json(mut review: AdmissionReview<DynamicObject>) -> Vec<u8> {
     use base64::Engine as _;
     let patch = review.response.as_mut().and_then(|r| r.patch.take());
-    let out = match patch {
-        None => serde_json::to_vec(&review),
-        Some(bytes) => serde_json::to_value(&review).and_then(|mut v| {
-            if let Some(resp) = v.get_mut("response").and_then(Value::as_object_mut) {
-                let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-                resp.insert("patch".into(), Value::String(b64));
-            }
-            serde_json::to_vec(&v)
+    let out = match (patch, &review.response) {
+        (Some(bytes), Some(response)) => serde_json::to_vec(&WithPatch {
+            types: &review.types,
+            response: PatchedResponse {
+                response,
+                patch: base64::engine::general_purpose::STANDARD.encode(bytes),
+            },
         }),
+        _ => serde_json::to_vec(&review),
     };
     out.unwrap_or_else(|e| format!(r#"{{"error":"cannot serialize response: {e}"}}"#).into_bytes())
+}
+
+/// A response review whose patch (taken out of the kube-rs response) is written as base64.
+#[derive(Serialize)]
+struct WithPatch<'a> {
+    #[serde(flatten)]
+    types: &'a kube::core::TypeMeta,
+    response: PatchedResponse<'a>,
+}
+
+#[derive(Serialize)]
+struct PatchedResponse<'a> {
+    #[serde(flatten)]
+    response: &'a AdmissionResponse,
+    patch: String,
 }
 
 #[cfg(test)]
@@ -306,5 +321,39 @@ mod tests {
         assert_eq!(v["response"]["status"]["code"], 403);
         assert_eq!(v["response"]["status"]["message"], "no");
         assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    }
+
+    #[test]
+    fn patch_is_written_once_as_base64() {
+        use base64::Engine as _;
+        let r = parse_review(review("").as_bytes()).unwrap();
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "add", "path": "/metadata/labels", "value": {"team": "a"}}
+        ]))
+        .unwrap();
+        let body = to_json(respond(
+            &r,
+            Verdict {
+                allowed: true,
+                warnings: vec!["careful".into()],
+                patch: Some(patch.clone()),
+                ..Default::default()
+            },
+        ));
+        let text = String::from_utf8(body.clone()).unwrap();
+        assert_eq!(text.matches("\"patch\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"response\"").count(), 1, "{text}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(v["kind"], "AdmissionReview");
+        assert_eq!(v["response"]["uid"], "u1");
+        assert_eq!(v["response"]["allowed"], true);
+        assert_eq!(v["response"]["patchType"], "JSONPatch");
+        assert_eq!(v["response"]["warnings"][0], "careful");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let decoded: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(decoded, patch);
     }
 }

@@ -56,8 +56,21 @@ pub const BODY_NAMESPACE: &str = "team-0000";
 
 /// The full default policy set plus every example policy.
 pub fn policies() -> Result<PolicySet, PolicyError> {
+    compile_files(&POLICY_FILES)
+}
+
+/// The default policy set alone (`policies/*.yaml`, what `serve` loads without `--policies`).
+pub fn default_policies() -> Result<PolicySet, PolicyError> {
+    let defaults: Vec<_> = POLICY_FILES
+        .into_iter()
+        .filter(|(file, _)| !file.starts_with("examples/"))
+        .collect();
+    compile_files(&defaults)
+}
+
+fn compile_files(files: &[(&str, &str)]) -> Result<PolicySet, PolicyError> {
     let mut docs = Vec::new();
-    for (file, text) in POLICY_FILES {
+    for &(file, text) in files {
         let parsed = parse_manifests(Path::new(file), text).map_err(|e| PolicyError {
             file: file.to_owned(),
             policy: None,

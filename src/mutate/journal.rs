@@ -146,14 +146,22 @@ impl<'a> Journal<'a> {
 }
 
 fn pointer(path: &[Seg<'_>]) -> PointerBuf {
-    let mut p = PointerBuf::new();
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(64);
     for s in path {
+        text.push('/');
         match *s {
-            Seg::Key(k) => p.push_back(k),
-            Seg::Index(i) => p.push_back(i),
+            Seg::Key(k) if k.contains(['~', '/']) => {
+                text.push_str(&k.replace('~', "~0").replace('/', "~1"));
+            }
+            Seg::Key(k) => text.push_str(k),
+            Seg::Index(i) => {
+                let _ = write!(text, "{i}");
+            }
         }
     }
-    p
+    // Always a valid pointer: every token starts with '/' and is escaped.
+    PointerBuf::parse(text).unwrap_or_default()
 }
 
 fn get<'v>(mut v: &'v Value, path: &[Seg<'_>]) -> Option<&'v Value> {
@@ -216,7 +224,7 @@ mod tests {
 
     #[test]
     fn patch_and_undo_from_logged_writes() {
-        let original = json!({"spec": {"a": 1, "l": [{"name": "x"}], "gone": true}});
+        let original = json!({"spec": {"a": 1, "l": [{"name": "x"}], "gone": true, "x/~y": 0}});
         let mut v = original.clone();
         let mut j = Journal::new();
         j.enter("/spec");
@@ -227,6 +235,8 @@ mod tests {
         j.wrote(Some(Seg::Key("b")), old);
         let old = spec.remove("gone");
         j.wrote(Some(Seg::Key("gone")), old);
+        let old = spec.insert("x/~y".into(), json!(1));
+        j.wrote(Some(Seg::Key("x/~y")), old);
         // A write inside something added earlier is covered by the add.
         j.scoped(Seg::Key("b"), |j| {
             spec["b"]["d"] = json!(2);
@@ -248,6 +258,7 @@ mod tests {
                 {"op": "remove", "path": "/spec/gone"},
                 {"op": "add", "path": "/spec/l/1", "value": {"name": "y"}},
                 {"op": "add", "path": "/spec/l/2", "value": {"name": "z"}},
+                {"op": "replace", "path": "/spec/x~1~0y", "value": 1},
             ])
         );
         let mut patched = original.clone();

@@ -208,10 +208,11 @@ pub(super) fn host_probes_and_lifecycle(ctx: &Ctx<'_>) -> Vec<Violation> {
     for c in ctx.active() {
         for (outer, inner) in HANDLERS {
             let mut handler = get(Some(c.value), outer);
-            let mut rel = (*outer).to_string();
+            if handler.is_none() {
+                continue;
+            }
             if !inner.is_empty() {
                 handler = get(handler, inner);
-                rel = format!("{outer}.{inner}");
             }
             for action in ["httpGet", "tcpSocket"] {
                 let host = match str_at(get(handler, action), "host") {
@@ -224,7 +225,11 @@ pub(super) fn host_probes_and_lifecycle(ctx: &Ctx<'_>) -> Vec<Violation> {
                     c.setter(),
                     quote(&host)
                 );
-                let path = c.at(&format!("{rel}.{action}.host"));
+                let path = if inner.is_empty() {
+                    c.at(&format!("{outer}.{action}.host"))
+                } else {
+                    c.at(&format!("{outer}.{inner}.{action}.host"))
+                };
                 out.push(violation(
                     "hostProbesAndHostLifecycle",
                     path,
