@@ -180,6 +180,7 @@ pub struct Violation {
 
 type CheckFn = fn(&Ctx<'_>) -> Vec<Violation>;
 
+#[derive(Debug)]
 struct CheckDef {
     id: &'static str,
     /// First policy minor version (of v1) the check applies to.
@@ -350,18 +351,44 @@ pub fn check_pod(
     path_prefix: &str,
     exempt_image: &dyn Fn(&str) -> bool,
 ) -> Vec<Violation> {
-    let checks = active_checks(level, version);
-    if checks.is_empty() {
-        return Vec::new();
+    Checks::new(level, version).check_pod(pod_meta, pod_spec, path_prefix, exempt_image)
+}
+
+/// The checks of one level at one version, chosen once (when a policy is compiled).
+#[derive(Debug, Clone)]
+pub struct Checks {
+    version: Version,
+    list: Vec<&'static CheckDef>,
+}
+
+impl Checks {
+    pub fn new(level: Level, version: Version) -> Checks {
+        Checks {
+            version,
+            list: active_checks(level, version),
+        }
     }
-    let ctx = Ctx::new(
-        version.effective_minor(),
-        pod_meta,
-        pod_spec,
-        path_prefix,
-        exempt_image,
-    );
-    checks.iter().flat_map(|c| (c.run)(&ctx)).collect()
+
+    /// As [`check_pod`], with the checks already chosen.
+    pub fn check_pod(
+        &self,
+        pod_meta: Option<&serde_json::Value>,
+        pod_spec: &serde_json::Value,
+        path_prefix: &str,
+        exempt_image: &dyn Fn(&str) -> bool,
+    ) -> Vec<Violation> {
+        if self.list.is_empty() {
+            return Vec::new();
+        }
+        let ctx = Ctx::new(
+            self.version.effective_minor(),
+            pod_meta,
+            pod_spec,
+            path_prefix,
+            exempt_image,
+        );
+        self.list.iter().flat_map(|c| (c.run)(&ctx)).collect()
+    }
 }
 
 /// PSA-style one-line summary:

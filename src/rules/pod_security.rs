@@ -13,6 +13,7 @@ use serde_json::Value;
 pub struct PodSecurityRule {
     level: Level,
     version: Version,
+    checks: pss::Checks,
     namespaces: Option<GlobSet>,
     names: Option<GlobSet>,
     images: Option<GlobSet>,
@@ -44,6 +45,7 @@ impl PodSecurityRule {
         Ok(PodSecurityRule {
             level,
             version,
+            checks: pss::Checks::new(level, version),
             namespaces: globs(&ex.namespaces, &format!("{field}.exemptions.namespaces"))?,
             names: globs(&ex.names, &format!("{field}.exemptions.names"))?,
             images: globs(&ex.images, &format!("{field}.exemptions.images"))?,
@@ -69,14 +71,9 @@ impl PodSecurityRule {
             return;
         };
         let exempt = |image: &str| self.images.as_ref().is_some_and(|g| g.is_match(image));
-        let violations = pss::check_pod(
-            self.level,
-            self.version,
-            template.get("metadata"),
-            spec,
-            path,
-            &exempt,
-        );
+        let violations = self
+            .checks
+            .check_pod(template.get("metadata"), spec, path, &exempt);
         if !violations.is_empty() {
             let at = if path.is_empty() {
                 "spec".to_owned()
