@@ -17,10 +17,10 @@ use super::ObjKey;
 /// explored in the order given, and the first cycle met in that order is
 /// reported.
 pub fn find_cycle_through<'a, F>(
-    start: &ObjKey,
-    start_deps: &[ObjKey],
+    start: &'a ObjKey,
+    start_deps: &'a [ObjKey],
     edges: F,
-) -> Option<Vec<ObjKey>>
+) -> Option<Vec<&'a ObjKey>>
 where
     F: Fn(&ObjKey) -> Option<&'a [ObjKey]>,
 {
@@ -38,8 +38,8 @@ where
         };
         top.2 += 1;
         if next == start {
-            let mut cycle: Vec<ObjKey> = path.iter().map(|(k, _, _)| (*k).clone()).collect();
-            cycle.push(start.clone());
+            let mut cycle: Vec<&ObjKey> = path.iter().map(|(k, _, _)| *k).collect();
+            cycle.push(start);
             return Some(cycle);
         }
         if !seen.insert(next) {
@@ -123,14 +123,14 @@ pub fn find_cycle_bidirectional<'a, F, G>(
     start_deps: &'a [ObjKey],
     edges: F,
     dependents: G,
-) -> Option<Vec<ObjKey>>
+) -> Option<Vec<&'a ObjKey>>
 where
     F: Fn(&ObjKey) -> Option<&'a [ObjKey]>,
     G: Fn(&ObjKey) -> Option<&'a [ObjKey]>,
 {
     use std::collections::VecDeque;
     if start_deps.contains(start) {
-        return Some(vec![start.clone(), start.clone()]);
+        return Some(vec![start, start]);
     }
     // parent links: forward, toward the dependency the node was reached from (None: a root,
     // one of `start_deps`); backward, toward `start`.
@@ -144,25 +144,6 @@ where
             fq.push_back(d);
         }
     }
-    let meet = |x: &ObjKey,
-                fwd: &HashMap<&ObjKey, Option<&ObjKey>>,
-                rev: &HashMap<&ObjKey, Option<&ObjKey>>| {
-        // start → root … x (forward chain, reversed) → … → start (backward chain).
-        let mut head = vec![x.clone()];
-        let mut at = x;
-        while let Some(Some(p)) = fwd.get(at) {
-            head.push((*p).clone());
-            at = p;
-        }
-        head.push(start.clone());
-        head.reverse();
-        let mut at = x;
-        while let Some(Some(p)) = rev.get(at) {
-            head.push((*p).clone());
-            at = p;
-        }
-        head
-    };
     loop {
         if fq.is_empty() || rq.is_empty() {
             return None;
@@ -179,7 +160,7 @@ where
                 }
                 fwd.insert(m, Some(n));
                 if rev.contains_key(m) {
-                    return Some(meet(m, &fwd, &rev));
+                    return Some(meet(m, start, &fwd, &rev));
                 }
                 fq.push_back(m);
             }
@@ -191,10 +172,34 @@ where
                 }
                 rev.insert(x, Some(n));
                 if fwd.contains_key(x) {
-                    return Some(meet(x, &fwd, &rev));
+                    return Some(meet(x, start, &fwd, &rev));
                 }
                 rq.push_back(x);
             }
         }
     }
+}
+
+/// The cycle through `start` where the two searches met at `x`: start → root … x (the forward
+/// parent links, reversed), then x … → start (the backward ones).
+fn meet<'a>(
+    x: &'a ObjKey,
+    start: &'a ObjKey,
+    fwd: &HashMap<&'a ObjKey, Option<&'a ObjKey>>,
+    rev: &HashMap<&'a ObjKey, Option<&'a ObjKey>>,
+) -> Vec<&'a ObjKey> {
+    let mut head = vec![x];
+    let mut at = x;
+    while let Some(Some(p)) = fwd.get(at) {
+        head.push(*p);
+        at = p;
+    }
+    head.push(start);
+    head.reverse();
+    let mut at = x;
+    while let Some(Some(p)) = rev.get(at) {
+        head.push(*p);
+        at = p;
+    }
+    head
 }
