@@ -7,8 +7,8 @@ use crate::cluster::load::parse_manifests;
 use crate::graph::ObjKey;
 use crate::policy::load::compile_documents;
 use crate::policy::{PolicyError, PolicySet};
+use rustc_hash::FxHashMap as HashMap;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::path::Path;
 
 /// The default policies and every example, embedded so the benchmark runs from anywhere.
@@ -486,7 +486,7 @@ pub struct Graph {
 impl Graph {
     pub fn generate(chains: usize, chain_len: usize, dag: usize) -> Graph {
         let mut rng = Rng::new(0xD1CE);
-        let mut edges = HashMap::new();
+        let mut edges = HashMap::default();
         let chain_keys: Vec<Vec<ObjKey>> = (0..chains)
             .map(|c| {
                 (0..chain_len)
@@ -525,7 +525,7 @@ impl Graph {
             }
             edges.insert(key.clone(), deps);
         }
-        let mut dependents: HashMap<ObjKey, Vec<ObjKey>> = HashMap::new();
+        let mut dependents: HashMap<ObjKey, Vec<ObjKey>> = HashMap::default();
         for (from, deps) in &edges {
             for d in deps {
                 dependents.entry(d.clone()).or_default().push(from.clone());

@@ -129,6 +129,7 @@ where
     G: Fn(&ObjKey) -> Option<&'a [ObjKey]>,
 {
     use std::collections::VecDeque;
+    use std::collections::hash_map::Entry;
     if start_deps.contains(start) {
         return Some(vec![start, start]);
     }
@@ -155,10 +156,10 @@ where
                 continue;
             }
             for m in edges(n).unwrap_or(&[]) {
-                if fwd.contains_key(m) {
-                    continue;
-                }
-                fwd.insert(m, Some(n));
+                match fwd.entry(m) {
+                    Entry::Occupied(_) => continue,
+                    Entry::Vacant(e) => e.insert(Some(n)),
+                };
                 if rev.contains_key(m) {
                     return Some(meet(m, start, &fwd, &rev));
                 }
@@ -167,10 +168,13 @@ where
         } else {
             let n = rq.pop_front()?;
             for x in dependents(n).unwrap_or(&[]) {
-                if x == start || rev.contains_key(x) {
+                if x == start {
                     continue; // start's stored edges are replaced by start_deps
                 }
-                rev.insert(x, Some(n));
+                match rev.entry(x) {
+                    Entry::Occupied(_) => continue,
+                    Entry::Vacant(e) => e.insert(Some(n)),
+                };
                 if fwd.contains_key(x) {
                     return Some(meet(x, start, &fwd, &rev));
                 }
