@@ -125,6 +125,16 @@ fn reviews(c: &mut Criterion, snap: &Snapshot, size: &ViewSize) {
             b.iter(|| admission::to_json(admission::respond(black_box(&req), verdict.clone())))
         });
     }
+    // A dry-run UPDATE carries the old object too; it is only read raw unless a rule needs it.
+    let update = generate::deployment_update_review("bench-update");
+    g.bench_function("deployment_6k_update/parse_review", |b| {
+        b.iter(|| admission::parse_review(black_box(&update)))
+    });
+    g.bench_function("deployment_6k_update/kube_admission_review_only", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<AdmissionReview<DynamicObject>>(black_box(&update)).unwrap()
+        })
+    });
     let mut hreq = admission::parse_review(&hr).unwrap();
     g.bench_function("helmrelease_3k/parse_review", |b| {
         b.iter(|| admission::parse_review(black_box(&hr)))

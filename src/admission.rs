@@ -6,7 +6,10 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::{ApiResource, DynamicObject, DynamicResourceScope, Resource};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::sync::OnceLock;
 
 /// The parts of an admission request the engine looks at, read once per request.
 #[derive(Debug, Clone)]
@@ -23,8 +26,8 @@ pub struct Request {
     pub user_info: Value,
     /// `Value::Null` when absent (DELETE).
     pub object: Value,
-    /// `Value::Null` when absent (CREATE).
-    pub old_object: Value,
+    /// The existing object (UPDATE, DELETE), parsed when first asked for: see [`Request::old_object`].
+    pub(crate) old: LazyJson,
     /// The review's kube-rs form, kept to build the response from.
     pub(crate) review: AdmissionRequest<ReviewObject>,
 }
@@ -46,45 +49,48 @@ pub enum ReviewError {
 
 /// Parses a body into a request. Never panics; every failure says what is wrong.
 pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
-    let review: AdmissionReview<ReviewObject> = serde_json::from_slice(body).map_err(|e| {
+    let review: Result<Envelope, _> = {
+        let _reading = ReadingReview::start();
+        serde_json::from_slice(body)
+    };
+    let review = review.map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             ReviewError::NotJson(e.to_string())
         } else {
             ReviewError::NotReview(e.to_string())
         }
     })?;
-    if review.types.kind != "AdmissionReview" {
-        return Err(ReviewError::NotReview(format!(
-            "kind is {:?}",
-            review.types.kind
-        )));
+    if review.kind != "AdmissionReview" {
+        return Err(ReviewError::NotReview(format!("kind is {:?}", review.kind)));
     }
-    if review.types.api_version != "admission.k8s.io/v1" {
-        return Err(ReviewError::WrongVersion(review.types.api_version));
+    if review.api_version != "admission.k8s.io/v1" {
+        return Err(ReviewError::WrongVersion(review.api_version));
     }
-    let mut req: AdmissionRequest<ReviewObject> =
-        review.try_into().map_err(|_| ReviewError::NoRequest)?;
+    let mut req = review.request.ok_or(ReviewError::NoRequest)?;
+    req.types = kube::core::TypeMeta {
+        api_version: review.api_version,
+        kind: review.kind,
+    };
     if req.uid.is_empty() {
         return Err(ReviewError::NoUid);
     }
     // The objects move out of the kube-rs request (the response only needs its uid and types).
-    let object = req.object.take().map(|o| o.value).unwrap_or(Value::Null);
-    let old_object = req
+    let object = match req.object.take() {
+        Some(o) => o.into_value().map_err(ReviewError::NotReview)?,
+        None => Value::Null,
+    };
+    let old = req
         .old_object
         .take()
-        .map(|o| o.value)
-        .unwrap_or(Value::Null);
+        .map(ReviewObject::into_lazy)
+        .unwrap_or_default();
     let operation = match req.operation {
         Operation::Create => OperationName::Create,
         Operation::Update => OperationName::Update,
         Operation::Delete => OperationName::Delete,
         Operation::Connect => OperationName::Connect,
     };
-    let live = if object.is_null() {
-        &old_object
-    } else {
-        &object
-    };
+    let live = if object.is_null() { old.get() } else { &object };
     let name = if req.name.is_empty() {
         crate::rules::str_at(live, "/metadata/name")
             .unwrap_or_default()
@@ -105,9 +111,21 @@ pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
         dry_run: req.dry_run,
         user_info,
         object,
-        old_object,
+        old,
         review: req,
     })
+}
+
+/// An AdmissionReview as sent. kube-rs's `AdmissionReview` reads `apiVersion` and `kind`
+/// through `#[serde(flatten)]`, which first buffers the whole body into an intermediate tree;
+/// this reads the same fields in one pass and keeps kube-rs's `AdmissionRequest` for the rest.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    request: Option<AdmissionRequest<ReviewObject>>,
 }
 
 /// The object inside a review, read straight into one JSON value. kube-rs's `DynamicObject`
@@ -119,10 +137,114 @@ pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
 pub struct ReviewObject {
     metadata: ObjectMeta,
     pub value: Value,
+    /// Set instead of `value` for an object read as raw JSON (see [`ReadingReview`]).
+    raw: Option<Box<RawValue>>,
+}
+
+impl ReviewObject {
+    /// The object as a JSON value (parsing it now if it was kept raw).
+    fn into_value(self) -> Result<Value, String> {
+        match self.raw {
+            None => Ok(self.value),
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn into_lazy(self) -> LazyJson {
+        match self.raw {
+            None => LazyJson::from(self.value),
+            Some(raw) => LazyJson {
+                raw: Some(raw),
+                value: OnceLock::new(),
+            },
+        }
+    }
+}
+
+thread_local! {
+    /// While [`parse_review`] reads a body on this thread: how many objects it has read.
+    static OBJECTS_READ: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// Marks the reading of one review body. The API server writes `object` before `oldObject`;
+/// the first object read is parsed at once, a second one (the old object of an UPDATE) is
+/// only checked and kept as raw JSON, and parsed if a rule asks for it (most never do), so an
+/// UPDATE costs about one object's parse, not two. In any other order the result is the same,
+/// only the raw one is then `object`, parsed right after reading.
+struct ReadingReview;
+
+impl ReadingReview {
+    fn start() -> ReadingReview {
+        OBJECTS_READ.with(|c| c.set(Some(0)));
+        ReadingReview
+    }
+
+    /// Whether the object about to be read is not the first of the review.
+    fn next_is_later() -> bool {
+        OBJECTS_READ.with(|c| match c.get() {
+            Some(n) => {
+                c.set(Some(n + 1));
+                n > 0
+            }
+            None => false,
+        })
+    }
+}
+
+impl Drop for ReadingReview {
+    fn drop(&mut self) {
+        OBJECTS_READ.with(|c| c.set(None));
+    }
+}
+
+/// A JSON value from the review kept raw until first asked for.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LazyJson {
+    raw: Option<Box<RawValue>>,
+    value: OnceLock<Value>,
+}
+
+impl From<Value> for LazyJson {
+    fn from(v: Value) -> LazyJson {
+        LazyJson {
+            raw: None,
+            value: OnceLock::from(v),
+        }
+    }
+}
+
+impl LazyJson {
+    /// The value; `Value::Null` when absent. Raw JSON was validated when read, so parsing it
+    /// here does not fail.
+    pub(crate) fn get(&self) -> &Value {
+        self.value.get_or_init(|| {
+            self.raw
+                .as_ref()
+                .and_then(|r| serde_json::from_str(r.get()).ok())
+                .unwrap_or(Value::Null)
+        })
+    }
+}
+
+impl Request {
+    /// The existing object (UPDATE, DELETE); `Value::Null` when absent (CREATE).
+    pub fn old_object(&self) -> &Value {
+        self.old.get()
+    }
 }
 
 impl<'de> Deserialize<'de> for ReviewObject {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if ReadingReview::next_is_later() {
+            let raw = Box::<RawValue>::deserialize(d)?;
+            if !raw.get().trim_start().starts_with('{') {
+                return Err(serde::de::Error::custom("object must be a map"));
+            }
+            return Ok(ReviewObject {
+                raw: Some(raw),
+                ..ReviewObject::default()
+            });
+        }
         let value = Value::deserialize(d)?;
         if !value.is_object() {
             return Err(serde::de::Error::custom("object must be a map"));
@@ -149,13 +271,20 @@ impl<'de> Deserialize<'de> for ReviewObject {
             labels,
             ..ObjectMeta::default()
         };
-        Ok(ReviewObject { metadata, value })
+        Ok(ReviewObject {
+            metadata,
+            value,
+            raw: None,
+        })
     }
 }
 
 impl Serialize for ReviewObject {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.value.serialize(s)
+        match &self.raw {
+            Some(raw) => raw.serialize(s),
+            None => self.value.serialize(s),
+        }
     }
 }
 
@@ -279,7 +408,7 @@ mod tests {
         );
         assert!(r.dry_run);
         assert_eq!(r.object["metadata"]["name"], "web");
-        assert!(r.old_object.is_null());
+        assert!(r.old_object().is_null());
     }
 
     #[test]
@@ -355,5 +484,61 @@ mod tests {
             .unwrap();
         let decoded: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(decoded, patch);
+    }
+
+    fn with_objects(operation: &str, objects: &str) -> String {
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u2",
+            "kind":{{"group":"apps","version":"v1","kind":"Deployment"}},
+            "resource":{{"group":"apps","version":"v1","resource":"deployments"}},
+            "namespace":"apps","operation":"{operation}","userInfo":{{"username":"alice"}},{objects}}}}}"#
+        )
+    }
+
+    const NEW: &str = r#"{"metadata":{"name":"web","labels":{"v":"2"}}}"#;
+    const OLD: &str = r#"{"metadata":{"name":"web","labels":{"v":"1"}}}"#;
+
+    #[test]
+    fn update_reads_both_objects_in_either_order() {
+        for objects in [
+            format!(r#""object":{NEW},"oldObject":{OLD}"#),
+            format!(r#""oldObject":{OLD},"object":{NEW}"#),
+        ] {
+            let r = parse_review(with_objects("UPDATE", &objects).as_bytes()).unwrap();
+            assert_eq!(r.object["metadata"]["labels"]["v"], "2", "{objects}");
+            assert_eq!(r.old_object()["metadata"]["labels"]["v"], "1", "{objects}");
+            assert_eq!(r.name, "web");
+        }
+        // Outside parse_review an object is always read whole.
+        let o: ReviewObject = serde_json::from_str(OLD).unwrap();
+        assert_eq!(o.value["metadata"]["labels"]["v"], "1");
+    }
+
+    #[test]
+    fn delete_takes_its_name_from_the_old_object() {
+        for objects in [
+            format!(r#""object":null,"oldObject":{OLD}"#),
+            format!(r#""oldObject":{OLD}"#),
+        ] {
+            let r = parse_review(with_objects("DELETE", &objects).as_bytes()).unwrap();
+            assert!(r.object.is_null());
+            assert_eq!(r.old_object()["metadata"]["labels"]["v"], "1");
+            assert_eq!(r.name, "web");
+        }
+    }
+
+    #[test]
+    fn an_old_object_that_is_not_a_map_is_refused() {
+        for objects in [
+            format!(r#""object":{NEW},"oldObject":[1]"#),
+            format!(r#""oldObject":"x","object":{NEW}"#),
+            format!(r#""oldObject":{OLD},"object":7"#),
+        ] {
+            let e = parse_review(with_objects("UPDATE", &objects).as_bytes()).unwrap_err();
+            assert!(
+                matches!(&e, ReviewError::NotReview(m) if m.contains("object must be a map")),
+                "{objects}: {e}"
+            );
+        }
     }
 }

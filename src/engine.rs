@@ -80,7 +80,7 @@ pub fn evaluate_with(
     extra: Option<&ClusterView>,
 ) -> Outcome {
     let object = if req.object.is_null() {
-        &req.old_object
+        req.old_object()
     } else {
         &req.object
     };

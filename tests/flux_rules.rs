@@ -651,3 +651,71 @@ fn review_command_prints_the_serve_answer() {
             .contains("apps/database → apps/frontend → apps/api → apps/database")
     );
 }
+
+/// An expression over `oldObject` on an UPDATE: the old object is read from the review only
+/// when a rule asks for it, and then it is the one the API server sent, in either key order.
+#[test]
+fn expressions_see_the_old_object_on_update() {
+    let policies = fluxadmit::policy::load::compile_yaml(
+        "chart-pinned.yaml",
+        r#"
+apiVersion: fluxadmit.io/v1alpha1
+kind: DeploymentPolicy
+metadata:
+  name: chart-pinned
+spec:
+  match:
+    resources:
+      - apiGroups: ["helm.toolkit.fluxcd.io"]
+        kinds: ["HelmRelease"]
+  rules:
+    - name: same-chart
+      expression:
+        expression: "request.operation != 'UPDATE' || object.spec.chart.spec.chart == oldObject.spec.chart.spec.chart"
+        message: "the chart of a release may not change"
+        messageExpression: "'chart changed from ' + oldObject.spec.chart.spec.chart + ' to ' + object.spec.chart.spec.chart"
+"#,
+    )
+    .unwrap();
+    let snap = Snapshot {
+        policies,
+        view: Default::default(),
+    };
+    let release = |chart: &str| {
+        hr(
+            "apps",
+            "web",
+            None,
+            json!({"chart": {"spec": {"chart": chart, "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}}),
+        )
+    };
+    let (new, old) = (release("nginx"), release("podinfo"));
+    let sorted = review("UPDATE", &new, Some(&old), false);
+    // The same review with oldObject written before object.
+    let text = String::from_utf8(sorted.clone()).unwrap();
+    let (o, n) = (
+        serde_json::to_string(&old).unwrap(),
+        serde_json::to_string(&new).unwrap(),
+    );
+    let swapped = text.replace(
+        &format!(r#""object":{n},"oldObject":{o}"#),
+        &format!(r#""oldObject":{o},"object":{n}"#),
+    );
+    assert_ne!(swapped, text, "the keys were swapped");
+    for body in [sorted, swapped.into_bytes()] {
+        let a = snap.review(Mode::Validate, &body).unwrap();
+        assert!(!a.outcome.verdict.allowed);
+        assert_eq!(
+            a.outcome.verdict.message,
+            "denied by fluxadmit: chart-pinned/same-chart: chart changed from podinfo to nginx"
+        );
+    }
+    let same = snap
+        .review(Mode::Validate, &review("UPDATE", &new, Some(&new), false))
+        .unwrap();
+    assert!(
+        same.outcome.verdict.allowed,
+        "{}",
+        same.outcome.verdict.message
+    );
+}

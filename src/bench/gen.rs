@@ -295,6 +295,21 @@ pub fn view(size: &ViewSize) -> ClusterView {
 }
 
 fn review(uid: &str, group: &str, kind: &str, resource: &str, object: Value) -> Vec<u8> {
+    review_of(uid, (group, kind, resource), "CREATE", object, Value::Null)
+}
+
+fn review_of(
+    uid: &str,
+    (group, kind, resource): (&str, &str, &str),
+    operation: &str,
+    object: Value,
+    old_object: Value,
+) -> Vec<u8> {
+    let (dry_run, options) = if operation == "UPDATE" {
+        (true, "UpdateOptions")
+    } else {
+        (false, "CreateOptions")
+    };
     let (name, namespace) = (
         object["metadata"]["name"].clone(),
         object["metadata"]["namespace"].clone(),
@@ -311,16 +326,16 @@ fn review(uid: &str, group: &str, kind: &str, resource: &str, object: Value) -> 
             "requestResource": {"group": group, "version": version, "resource": resource},
             "name": name,
             "namespace": namespace,
-            "operation": "CREATE",
+            "operation": operation,
             "userInfo": {
                 "username": "system:serviceaccount:flux-system:kustomize-controller",
                 "uid": "6f1e3a52-95b5-4bd4-9c7e-4a3b9c2d1e0f",
                 "groups": ["system:serviceaccounts", "system:serviceaccounts:flux-system", "system:authenticated"],
             },
             "object": object,
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions", "fieldManager": "kustomize-controller"},
+            "oldObject": old_object,
+            "dryRun": dry_run,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": options, "fieldManager": "kustomize-controller"},
         }
     });
     serde_json::to_vec(&doc).unwrap_or_default()
@@ -403,6 +418,30 @@ pub fn deployment_review(uid: &str) -> Vec<u8> {
         "Deployment",
         "deployments",
         deployment_object(),
+    )
+}
+
+/// A ~12 KB AdmissionReview (UPDATE, dry run) of the same Deployment, whose `oldObject` runs
+/// the previous image tag: what Flux's drift check sends for a changed workload on every
+/// reconciliation. Keys in API server order (`object` before `oldObject`).
+pub fn deployment_update_review(uid: &str) -> Vec<u8> {
+    let object = deployment_object();
+    let mut old = object.clone();
+    for c in old["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(image) = c["image"].as_str() {
+            c["image"] = Value::from(image.replace("2.14.1", "2.14.0"));
+        }
+    }
+    review_of(
+        uid,
+        ("apps", "Deployment", "deployments"),
+        "UPDATE",
+        object,
+        old,
     )
 }
 
@@ -612,6 +651,20 @@ mod tests {
         assert!(h.outcome.verdict.allowed, "{:?}", h.outcome.findings);
         assert!(h.outcome.findings.is_empty(), "{:?}", h.outcome.findings);
         assert_eq!(h.outcome.matched, 4);
+
+        let update = deployment_update_review("u-3");
+        assert!((11_000..14_000).contains(&update.len()), "{}", update.len());
+        let u = snap.review(Mode::Validate, &update).unwrap();
+        assert!(u.outcome.verdict.allowed, "{:?}", u.outcome.findings);
+        assert_eq!(u.outcome.matched, 4);
+        assert_eq!(
+            u.request.operation,
+            crate::policy::model::OperationName::Update
+        );
+        assert_eq!(
+            u.request.old_object()["spec"]["template"]["spec"]["containers"][0]["image"],
+            "acme.azurecr.io/shop/web:2.14.0"
+        );
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub enum Scenario {
     DeployMutate,
     /// The ~3 KB HelmRelease (dependsOn, valuesFrom) to /validate.
     HrValidate,
+    /// The Deployment as a ~12 KB dry-run UPDATE (with its oldObject) to /validate: Flux's
+    /// drift check. Not in the default set.
+    DeployUpdateValidate,
 }
 
 impl Scenario {
@@ -81,12 +84,15 @@ impl Scenario {
             Scenario::DeployValidate => "Deployment /validate",
             Scenario::DeployMutate => "Deployment /mutate",
             Scenario::HrValidate => "HelmRelease /validate",
+            Scenario::DeployUpdateValidate => "Deployment UPDATE /validate",
         }
     }
 
     fn path(self) -> &'static str {
         match self {
-            Scenario::DeployValidate | Scenario::HrValidate => "/validate",
+            Scenario::DeployValidate | Scenario::HrValidate | Scenario::DeployUpdateValidate => {
+                "/validate"
+            }
             Scenario::DeployMutate => "/mutate",
         }
     }
@@ -491,9 +497,11 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
     let size = generate::ViewSize::of(cfg.objects);
     let deploy = Bytes::from(generate::deployment_review("bench-deploy-0001"));
     let hr = Bytes::from(generate::helmrelease_review(&size, "bench-hr-0001"));
+    let update = Bytes::from(generate::deployment_update_review("bench-update-0001"));
     let body_of = |s: Scenario| match s {
         Scenario::DeployValidate | Scenario::DeployMutate => (deploy.clone(), "bench-deploy-0001"),
         Scenario::HrValidate => (hr.clone(), "bench-hr-0001"),
+        Scenario::DeployUpdateValidate => (update.clone(), "bench-update-0001"),
     };
 
     let server_rt = tokio::runtime::Builder::new_multi_thread()
@@ -650,9 +658,10 @@ pub fn markdown(cfg: &LoadConfig, rows: &[Row], probes: &Probes) -> String {
     let size = generate::ViewSize::of(cfg.objects);
     let _ = writeln!(
         out,
-        "Bodies: Deployment {} bytes, HelmRelease {} bytes.\n",
+        "Bodies: Deployment {} bytes, HelmRelease {} bytes, Deployment UPDATE {} bytes.\n",
         generate::deployment_review("bench-deploy-0001").len(),
-        generate::helmrelease_review(&size, "bench-hr-0001").len()
+        generate::helmrelease_review(&size, "bench-hr-0001").len(),
+        generate::deployment_update_review("bench-update-0001").len()
     );
     out.push_str("| body | proto | conns | floor req/s | fluxadmit req/s | thr. ratio | floor p50 µs | fluxadmit p50 µs | floor p99 µs | fluxadmit p99 µs | p99 ratio | floor p99.9 µs | fluxadmit p99.9 µs | errors |\n");
     out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");

@@ -57,7 +57,7 @@ impl ExpressionRule {
         });
         let vars: [(&str, &Value); 3] = [
             ("object", ctx.object),
-            ("oldObject", &req.old_object),
+            ("oldObject", req.old_object()),
             ("request", &request),
         ];
         match self.expr.eval_bool(&vars) {
