@@ -201,7 +201,7 @@ impl Drop for ReadingReview {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LazyJson {
     raw: Option<Box<RawValue>>,
-    value: OnceLock<Value>,
+    pub(crate) value: OnceLock<Value>,
 }
 
 impl From<Value> for LazyJson {

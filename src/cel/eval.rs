@@ -69,13 +69,26 @@ impl Expression {
     pub fn compile(src: &str, vars: &[&str], want_bool: bool) -> Result<Expression, CelError> {
         let env = env::env(Dialect::Policy).map_err(CelError::at_start)?;
         let (program, depth) = compile(src, &env, Dialect::Policy, vars, want_bool)?;
+        // Only the variables the expression refers to are converted and bound per evaluation.
+        let refs = program.references();
+        let vars = vars
+            .iter()
+            .filter(|v| refs.has_variable(v))
+            .map(|v| v.to_string())
+            .collect();
         Ok(Expression {
             source: src.to_string(),
             program,
             env,
-            vars: vars.iter().map(|v| v.to_string()).collect(),
+            vars,
             depth,
         })
+    }
+
+    /// Whether the expression refers to the variable `name` (one not referred to need not be
+    /// given: it is neither converted nor bound).
+    pub fn uses(&self, name: &str) -> bool {
+        self.vars.iter().any(|v| v == name)
     }
 
     pub fn source(&self) -> &str {
@@ -221,7 +234,9 @@ fn evaluate<T: Send>(
             }
         }
         for (name, value) in vars {
-            context.add_variable_as_val(*name, json::to_val(value)?);
+            if declared.iter().any(|d| d.as_ref() == *name) {
+                context.add_variable_as_val(*name, json::to_val(value)?);
+            }
         }
         let value = program.execute(&context).map_err(|e| e.to_string())?;
         convert(value)

@@ -296,3 +296,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_referenced_variables_are_bound() {
+    for (src, used) in [
+        ("object.metadata.name == 'a'", &["object"][..]),
+        (
+            "has(oldObject.spec) && request.operation == 'UPDATE'",
+            &["oldObject", "request"],
+        ),
+        ("[1, 2].all(x, x > 0)", &[]),
+        (
+            "object.spec.values.exists(k, k == oldObject.metadata.name)",
+            &["object", "oldObject"],
+        ),
+        ("true", &[]),
+    ] {
+        let e = policy(src);
+        for v in ["object", "oldObject", "request"] {
+            assert_eq!(e.uses(v), used.contains(&v), "{src}: {v}");
+        }
+    }
+    // A referenced variable that is not given is null; unreferenced ones need not be given.
+    let e = policy("oldObject == null");
+    assert_eq!(e.eval_bool(&[]), Ok(true));
+    let obj = json!({"metadata": {"name": "a"}});
+    assert_eq!(
+        policy("object.metadata.name == 'a'").eval_bool(&[("object", &obj)]),
+        Ok(true)
+    );
+}

@@ -47,17 +47,31 @@ impl ExpressionRule {
 
     pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         let req = ctx.req;
-        let request = json!({
-            "operation": format!("{:?}", req.operation).to_uppercase(),
-            "dryRun": req.dry_run,
-            "userInfo": req.user_info,
-            "namespace": req.namespace,
-            "name": req.name,
-            "kind": {"group": req.group, "version": req.version, "kind": req.kind},
-        });
+        let uses = |name: &str| {
+            self.expr.uses(name) || self.message_expr.as_ref().is_some_and(|m| m.uses(name))
+        };
+        // Only what the expressions refer to is built: the request map, and the old object
+        // (which an UPDATE's review keeps unparsed until asked for).
+        let request = if uses("request") {
+            json!({
+                "operation": format!("{:?}", req.operation).to_uppercase(),
+                "dryRun": req.dry_run,
+                "userInfo": req.user_info,
+                "namespace": req.namespace,
+                "name": req.name,
+                "kind": {"group": req.group, "version": req.version, "kind": req.kind},
+            })
+        } else {
+            Value::Null
+        };
+        let old = if uses("oldObject") {
+            req.old_object()
+        } else {
+            &Value::Null
+        };
         let vars: [(&str, &Value); 3] = [
             ("object", ctx.object),
-            ("oldObject", req.old_object()),
+            ("oldObject", old),
             ("request", &request),
         ];
         match self.expr.eval_bool(&vars) {
@@ -80,5 +94,55 @@ impl ExpressionRule {
                 ),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::admission::parse_review;
+    use crate::engine::{Mode, evaluate};
+    use serde_json::json;
+
+    fn policy(expression: &str) -> crate::policy::PolicySet {
+        let doc = json!({
+            "apiVersion": "fluxadmit.io/v1alpha1", "kind": "DeploymentPolicy",
+            "metadata": {"name": "p"},
+            "spec": {
+                "match": {"resources": [{"apiGroups": ["apps"], "kinds": ["Deployment"]}]},
+                "rules": [{"name": "r", "expression": {"expression": expression, "message": "no"}}]
+            }
+        });
+        crate::policy::load::compile_yaml("p.yaml", &doc.to_string()).unwrap()
+    }
+
+    /// An UPDATE's old object is parsed only for a rule that refers to it.
+    #[test]
+    fn the_old_object_is_read_only_when_referred_to() {
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u", "operation": "UPDATE", "userInfo": {"username": "a"},
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "namespace": "apps",
+                "object": {"metadata": {"name": "web", "labels": {"v": "2"}}},
+                "oldObject": {"metadata": {"name": "web", "labels": {"v": "1"}}}
+            }
+        })
+        .to_string();
+        let view = Default::default();
+        let mut req = parse_review(body.as_bytes()).unwrap();
+        let out = evaluate(
+            Mode::Validate,
+            &mut req,
+            &policy("object.metadata.name == 'web'"),
+            &view,
+        );
+        assert!(out.verdict.allowed);
+        assert!(req.old.value.get().is_none(), "not parsed");
+        let same = "object.metadata.labels.v == oldObject.metadata.labels.v";
+        let out = evaluate(Mode::Validate, &mut req, &policy(same), &view);
+        assert!(!out.verdict.allowed);
+        assert!(req.old.value.get().is_some(), "parsed when referred to");
     }
 }
