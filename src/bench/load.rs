@@ -517,69 +517,78 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
 
     let mut rows = Vec::new();
     let mut probes = Vec::new();
-    for &server in &cfg.servers {
-        eprintln!("starting {} server", server.name());
-        let (addr, stop): (SocketAddr, Box<dyn FnOnce() -> anyhow::Result<()>>) = match server {
-            Server::Floor => {
-                let (addr, task) = server_rt.block_on(start_floor(tls.server.clone()))?;
-                (
-                    addr,
-                    Box::new(move || {
-                        task.abort();
-                        Ok(())
-                    }),
-                )
-            }
-            Server::Fluxadmit => {
-                let t = Instant::now();
-                let snap = Snapshot {
-                    policies: generate::policies()?,
-                    view: generate::view(&size),
-                };
-                eprintln!(
-                    "  {} policies, view of {} objects built in {:?}",
-                    snap.policies.len(),
-                    snap.view.len(),
-                    t.elapsed()
-                );
-                let state = Arc::new(AppState::new(snap, Arc::new(Metrics::new())));
-                let running = server_rt.block_on(server::start(
-                    SocketAddr::from(([127, 0, 0, 1], 0)),
-                    None,
-                    tls.server.clone(),
-                    state,
-                    Options {
-                        drain: Duration::ZERO,
-                        close_timeout: Duration::from_secs(2),
-                    },
-                ))?;
-                let addr = running.addr;
-                let rt = server_rt.handle().clone();
-                (
-                    addr,
-                    Box::new(move || {
-                        rt.block_on(async {
-                            tokio::time::timeout(Duration::from_secs(10), running.shutdown())
-                                .await
-                                .map_err(|_| anyhow!("server did not shut down in 10 s"))?
-                        })
-                    }),
-                )
-            }
-        };
-        let result = (|| -> anyhow::Result<()> {
+    // Every server is started first and the cells alternate between them, so a slow drift of
+    // the machine (the other core is shared) falls on both sides of each ratio alike.
+    type Stop = Box<dyn FnOnce() -> anyhow::Result<()>>;
+    let mut started: Vec<(Server, SocketAddr, Stop)> = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        for &server in &cfg.servers {
+            eprintln!("starting {} server", server.name());
+            let (addr, stop): (SocketAddr, Stop) = match server {
+                Server::Floor => {
+                    let (addr, task) = server_rt.block_on(start_floor(tls.server.clone()))?;
+                    (
+                        addr,
+                        Box::new(move || {
+                            task.abort();
+                            Ok(())
+                        }),
+                    )
+                }
+                Server::Fluxadmit => {
+                    let t = Instant::now();
+                    let snap = Snapshot {
+                        policies: generate::policies()?,
+                        view: generate::view(&size),
+                    };
+                    eprintln!(
+                        "  {} policies, view of {} objects built in {:?}",
+                        snap.policies.len(),
+                        snap.view.len(),
+                        t.elapsed()
+                    );
+                    let state = Arc::new(AppState::new(snap, Arc::new(Metrics::new())));
+                    let running = server_rt.block_on(server::start(
+                        SocketAddr::from(([127, 0, 0, 1], 0)),
+                        None,
+                        tls.server.clone(),
+                        state,
+                        Options {
+                            drain: Duration::ZERO,
+                            close_timeout: Duration::from_secs(2),
+                        },
+                    ))?;
+                    let addr = running.addr;
+                    let rt = server_rt.handle().clone();
+                    (
+                        addr,
+                        Box::new(move || {
+                            rt.block_on(async {
+                                tokio::time::timeout(Duration::from_secs(10), running.shutdown())
+                                    .await
+                                    .map_err(|_| anyhow!("server did not shut down in 10 s"))?
+                            })
+                        }),
+                    )
+                }
+            };
+            started.push((server, addr, stop));
+        }
+        for &(server, addr, _) in &started {
             for &scenario in &cfg.scenarios {
                 let (body, uid) = body_of(scenario);
                 let p = client_rt.block_on(probe(addr, &h1, scenario, &body, uid))?;
                 probes.push((server, scenario, p));
             }
-            for &proto in &cfg.protocols {
-                let connector = match proto {
-                    Proto::H1 => &h1,
-                    Proto::H2 => &h2,
-                };
-                for &connections in &cfg.connections {
-                    for &scenario in &cfg.scenarios {
+        }
+        for &proto in &cfg.protocols {
+            let connector = match proto {
+                Proto::H1 => &h1,
+                Proto::H2 => &h2,
+            };
+            for &connections in &cfg.connections {
+                for &scenario in &cfg.scenarios {
+                    for &(server, addr, _) in &started {
                         let (body, _) = body_of(scenario);
                         let (n, errors, hist) = client_rt.block_on(drive(
                             addr,
@@ -622,12 +631,18 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
                     }
                 }
             }
-            Ok(())
-        })();
-        let stopped = stop();
-        result?;
-        stopped?;
+        }
+        Ok(())
+    })();
+    let mut stopped = Ok(());
+    for (_, _, stop) in started {
+        let r = stop();
+        if stopped.is_ok() {
+            stopped = r;
+        }
     }
+    result?;
+    stopped?;
     client_rt.shutdown_timeout(Duration::from_secs(2));
     server_rt.shutdown_timeout(Duration::from_secs(2));
     Ok((rows, probes))
