@@ -72,10 +72,6 @@ impl<'a> Journal<'a> {
         self.writes.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
-    }
-
     /// Undoes the writes made since `mark`, newest first. `here` is the value at the current
     /// location, where those writes were made (at or below it).
     pub fn rollback(&mut self, mark: usize, here: &mut Value) {
