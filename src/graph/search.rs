@@ -129,20 +129,31 @@ where
     G: Fn(&ObjKey) -> Option<&'a [ObjKey]>,
 {
     use std::collections::VecDeque;
-    use std::collections::hash_map::Entry;
     if start_deps.contains(start) {
         return Some(vec![start, start]);
     }
-    // parent links: forward, toward the dependency the node was reached from (None: a root,
-    // one of `start_deps`); backward, toward `start`.
-    let mut fwd: HashMap<&ObjKey, Option<&ObjKey>> = HashMap::default();
-    let mut rev: HashMap<&ObjKey, Option<&ObjKey>> = HashMap::default();
-    let mut fq: VecDeque<&ObjKey> = VecDeque::new();
-    let mut rq: VecDeque<&ObjKey> = VecDeque::from([start]);
-    rev.insert(start, None);
+    // Every node either search reached, once, with how each reached it; the map (one hash per
+    // step) gives a node's place, parent links are places, so the cycle is read back without
+    // hashing.
+    let mut nodes: Vec<Reached<'a>> = vec![Reached::new(start)];
+    nodes[0].rev = Some(None);
+    let mut at: HashMap<&ObjKey, u32> = HashMap::default();
+    at.insert(start, 0);
+    let mut place = |k: &'a ObjKey, nodes: &mut Vec<Reached<'a>>| -> usize {
+        *at.entry(k).or_insert_with(|| {
+            nodes.push(Reached::new(k));
+            (nodes.len() - 1) as u32
+        }) as usize
+    };
+    let (mut fwd_seen, mut rev_seen) = (0usize, 1usize);
+    let mut fq: VecDeque<usize> = VecDeque::new();
+    let mut rq: VecDeque<usize> = VecDeque::from([0]);
     for d in start_deps {
-        if fwd.insert(d, None).is_none() {
-            fq.push_back(d);
+        let i = place(d, &mut nodes);
+        if nodes[i].fwd.is_none() {
+            nodes[i].fwd = Some(None);
+            fwd_seen += 1;
+            fq.push_back(i);
         }
     }
     loop {
@@ -150,60 +161,83 @@ where
             return None;
         }
         // The smaller frontier first; on a tie, the side that has seen less.
-        if (fq.len(), fwd.len()) <= (rq.len(), rev.len()) {
+        if (fq.len(), fwd_seen) <= (rq.len(), rev_seen) {
             let n = fq.pop_front()?;
-            if n == start {
+            if n == 0 {
                 continue;
             }
-            for m in edges(n).unwrap_or(&[]) {
-                match fwd.entry(m) {
-                    Entry::Occupied(_) => continue,
-                    Entry::Vacant(e) => e.insert(Some(n)),
-                };
-                if rev.contains_key(m) {
-                    return Some(meet(m, start, &fwd, &rev));
+            for m in edges(nodes[n].key).unwrap_or(&[]) {
+                let i = place(m, &mut nodes);
+                if nodes[i].fwd.is_some() {
+                    continue;
                 }
-                fq.push_back(m);
+                nodes[i].fwd = Some(Some(n as u32));
+                fwd_seen += 1;
+                if nodes[i].rev.is_some() {
+                    return Some(meet(i, &nodes));
+                }
+                fq.push_back(i);
             }
         } else {
             let n = rq.pop_front()?;
-            for x in dependents(n).unwrap_or(&[]) {
+            for x in dependents(nodes[n].key).unwrap_or(&[]) {
                 if x == start {
                     continue; // start's stored edges are replaced by start_deps
                 }
-                match rev.entry(x) {
-                    Entry::Occupied(_) => continue,
-                    Entry::Vacant(e) => e.insert(Some(n)),
-                };
-                if fwd.contains_key(x) {
-                    return Some(meet(x, start, &fwd, &rev));
+                let i = place(x, &mut nodes);
+                if nodes[i].rev.is_some() {
+                    continue;
                 }
-                rq.push_back(x);
+                nodes[i].rev = Some(Some(n as u32));
+                rev_seen += 1;
+                if nodes[i].fwd.is_some() {
+                    return Some(meet(i, &nodes));
+                }
+                rq.push_back(i);
             }
         }
     }
 }
 
-/// The cycle through `start` where the two searches met at `x`: start → root … x (the forward
-/// parent links, reversed), then x … → start (the backward ones).
-fn meet<'a>(
-    x: &'a ObjKey,
-    start: &'a ObjKey,
-    fwd: &HashMap<&'a ObjKey, Option<&'a ObjKey>>,
-    rev: &HashMap<&'a ObjKey, Option<&'a ObjKey>>,
-) -> Vec<&'a ObjKey> {
-    let mut head = vec![x];
-    let mut at = x;
-    while let Some(Some(p)) = fwd.get(at) {
-        head.push(*p);
-        at = p;
+/// A node reached by either search, with its parent link in each (the place of the node it was
+/// reached from; `Some(None)` at a root: one of `start_deps` forward, `start` backward), `None`
+/// where that search has not been.
+struct Reached<'a> {
+    key: &'a ObjKey,
+    fwd: Option<Option<u32>>,
+    rev: Option<Option<u32>>,
+}
+
+impl<'a> Reached<'a> {
+    fn new(key: &'a ObjKey) -> Reached<'a> {
+        Reached {
+            key,
+            fwd: None,
+            rev: None,
+        }
     }
-    head.push(start);
+}
+
+/// The cycle through `start` (place 0) where the two searches met at place `x`: start → root …
+/// x (the forward parent links, reversed), then x … → start (the backward ones).
+fn meet<'a>(x: usize, nodes: &[Reached<'a>]) -> Vec<&'a ObjKey> {
+    let link = |i: usize, fwd: bool| {
+        let n = nodes.get(i)?;
+        let l = if fwd { n.fwd } else { n.rev };
+        l.flatten().map(|p| p as usize)
+    };
+    let mut head = vec![nodes[x].key];
+    let mut i = x;
+    while let Some(p) = link(i, true) {
+        head.push(nodes[p].key);
+        i = p;
+    }
+    head.push(nodes[0].key);
     head.reverse();
-    let mut at = x;
-    while let Some(Some(p)) = rev.get(at) {
-        head.push(*p);
-        at = p;
+    let mut i = x;
+    while let Some(p) = link(i, false) {
+        head.push(nodes[p].key);
+        i = p;
     }
     head
 }
