@@ -67,7 +67,7 @@ impl<'a> Journal<'a> {
         self.writes.push(Write { path, old });
     }
 
-    /// A point to roll back to.
+    /// How many writes are logged (rolled-back ones are not): a point to roll back to.
     pub fn mark(&self) -> usize {
         self.writes.len()
     }

@@ -22,48 +22,34 @@ pub(super) fn apply_root<'a>(
     target: &mut Value,
     j: &mut Journal<'a>,
 ) -> bool {
+    // Every write is logged and rolled-back ones leave the log: the target changed exactly
+    // when writes since `mark` remain.
     let mark = j.mark();
-    let mut changed = false;
-    match merge_value(root, target, j, &mut changed) {
-        Ok(()) => changed,
-        // A failure anywhere must leave the target untouched.
-        Err(_) if may_halt => {
-            j.rollback(mark, target);
-            false
-        }
-        // Nothing can halt at this scope; conditional list elements roll back on their own.
-        Err(_) => changed,
+    if merge_value(root, target, j).is_err() && may_halt {
+        // A failure anywhere must leave the target untouched. (Where nothing can halt at this
+        // scope, conditional list elements roll back on their own.)
+        j.rollback(mark, target);
     }
+    j.mark() > mark
 }
 
 /// Merges `m` into `slot`. A slot that is not a map counts as absent (Kyverno treats it as a nil
 /// resource): it is replaced by a new map only when the overlay produces something.
-fn merge_value<'a>(
-    m: &'a MapNode,
-    slot: &mut Value,
-    j: &mut Journal<'a>,
-    changed: &mut bool,
-) -> Step {
+fn merge_value<'a>(m: &'a MapNode, slot: &mut Value, j: &mut Journal<'a>) -> Step {
     if let Value::Object(obj) = slot {
-        return merge_map(m, obj, j, changed);
+        return merge_map(m, obj, j);
     }
     // Built apart and attached whole: one write.
     let mut fresh = Map::new();
-    merge_map(m, &mut fresh, &mut Journal::new(), &mut false)?;
+    merge_map(m, &mut fresh, &mut Journal::new())?;
     if !fresh.is_empty() || m.literal_empty {
         let old = std::mem::replace(slot, Value::Object(fresh));
         j.wrote(None, Some(old));
-        *changed = true;
     }
     Ok(())
 }
 
-fn merge_map<'a>(
-    m: &'a MapNode,
-    obj: &mut Map<String, Value>,
-    j: &mut Journal<'a>,
-    changed: &mut bool,
-) -> Step {
+fn merge_map<'a>(m: &'a MapNode, obj: &mut Map<String, Value>, j: &mut Journal<'a>) -> Step {
     if !m
         .globals
         .iter()
@@ -81,21 +67,16 @@ fn merge_map<'a>(
     }
     for (k, sub) in &m.guarded {
         if let Some(v) = obj.get_mut(k) {
-            j.scoped(Seg::Key(k), |j| merge_value(sub, v, j, changed))?;
+            j.scoped(Seg::Key(k), |j| merge_value(sub, v, j))?;
         }
     }
     for e in &m.entries {
-        apply_entry(e, obj, j, changed)?;
+        apply_entry(e, obj, j)?;
     }
     Ok(())
 }
 
-fn apply_entry<'a>(
-    e: &'a Entry,
-    obj: &mut Map<String, Value>,
-    j: &mut Journal<'a>,
-    changed: &mut bool,
-) -> Step {
+fn apply_entry<'a>(e: &'a Entry, obj: &mut Map<String, Value>, j: &mut Journal<'a>) -> Step {
     if e.add_if_absent && obj.contains_key(&e.key) {
         return Ok(());
     }
@@ -103,22 +84,16 @@ fn apply_entry<'a>(
         Node::Delete => {
             if let Some(old) = obj.remove(&e.key) {
                 j.wrote(Some(Seg::Key(&e.key)), Some(old));
-                *changed = true;
             }
         }
         Node::Literal(v) => {
             if obj.get(&e.key) != Some(v) {
                 let old = obj.insert(e.key.clone(), v.clone());
                 j.wrote(Some(Seg::Key(&e.key)), old);
-                *changed = true;
             }
         }
-        Node::Map(m) => with_slot(obj, &e.key, j, changed, |slot, j, ch| {
-            merge_value(m, slot, j, ch)
-        })?,
-        Node::List(l) => with_slot(obj, &e.key, j, changed, |slot, j, ch| {
-            merge_list_value(l, slot, j, ch)
-        })?,
+        Node::Map(m) => with_slot(obj, &e.key, j, |slot, j| merge_value(m, slot, j))?,
+        Node::List(l) => with_slot(obj, &e.key, j, |slot, j| merge_list_value(l, slot, j))?,
     }
     Ok(())
 }
@@ -129,49 +104,37 @@ fn with_slot<'a>(
     obj: &mut Map<String, Value>,
     key: &'a str,
     j: &mut Journal<'a>,
-    changed: &mut bool,
-    f: impl FnOnce(&mut Value, &mut Journal<'a>, &mut bool) -> Step,
+    f: impl FnOnce(&mut Value, &mut Journal<'a>) -> Step,
 ) -> Step {
     if let Some(slot) = obj.get_mut(key) {
-        return j.scoped(Seg::Key(key), |j| f(slot, j, changed));
+        return j.scoped(Seg::Key(key), |j| f(slot, j));
     }
+    // Built apart: `f` wrote into the placeholder exactly when it made something of it.
     let mut slot = Value::Null;
-    let mut made = false;
-    f(&mut slot, &mut Journal::new(), &mut made)?;
-    if made {
+    let mut apart = Journal::new();
+    f(&mut slot, &mut apart)?;
+    if apart.mark() > 0 {
         obj.insert(key.to_string(), slot);
         j.wrote(Some(Seg::Key(key)), None);
-        *changed = true;
     }
     Ok(())
 }
 
 /// A slot that is not a list counts as absent; it becomes a list only if elements get added.
-fn merge_list_value<'a>(
-    l: &'a ListNode,
-    slot: &mut Value,
-    j: &mut Journal<'a>,
-    changed: &mut bool,
-) -> Step {
+fn merge_list_value<'a>(l: &'a ListNode, slot: &mut Value, j: &mut Journal<'a>) -> Step {
     if let Value::Array(arr) = slot {
-        return merge_list(l, arr, j, changed);
+        return merge_list(l, arr, j);
     }
     let mut fresh = Vec::new();
-    merge_list(l, &mut fresh, &mut Journal::new(), &mut false)?;
+    merge_list(l, &mut fresh, &mut Journal::new())?;
     if !fresh.is_empty() {
         let old = std::mem::replace(slot, Value::Array(fresh));
         j.wrote(None, Some(old));
-        *changed = true;
     }
     Ok(())
 }
 
-fn merge_list<'a>(
-    l: &'a ListNode,
-    arr: &mut Vec<Value>,
-    j: &mut Journal<'a>,
-    changed: &mut bool,
-) -> Step {
+fn merge_list<'a>(l: &'a ListNode, arr: &mut Vec<Value>, j: &mut Journal<'a>) -> Step {
     for elem in &l.elems {
         match elem {
             Elem::Gate(m) => {
@@ -188,7 +151,7 @@ fn merge_list<'a>(
                     }
                     j.scoped(Seg::Index(i), |j| {
                         let mark = j.mark();
-                        match merge_value(m, t, j, changed) {
+                        match merge_value(m, t, j) {
                             Ok(()) => Ok(()),
                             Err(h) if may_fail => {
                                 j.rollback(mark, t);
@@ -201,31 +164,23 @@ fn merge_list<'a>(
             }
             Elem::Keyed { name, body } => {
                 match arr.iter().position(|t| t.get("name") == Some(name)) {
-                    Some(i) => j.scoped(Seg::Index(i), |j| {
-                        merge_value(body, &mut arr[i], j, changed)
-                    })?,
-                    None => append(body, arr, j, changed)?,
+                    Some(i) => j.scoped(Seg::Index(i), |j| merge_value(body, &mut arr[i], j))?,
+                    None => append(body, arr, j)?,
                 }
             }
-            Elem::Unkeyed(body) => append(body, arr, j, changed)?,
+            Elem::Unkeyed(body) => append(body, arr, j)?,
         }
     }
     Ok(())
 }
 
 /// Appends the element the overlay describes, unless an equal one is already there.
-fn append<'a>(
-    body: &'a MapNode,
-    arr: &mut Vec<Value>,
-    j: &mut Journal<'a>,
-    changed: &mut bool,
-) -> Step {
+fn append<'a>(body: &'a MapNode, arr: &mut Vec<Value>, j: &mut Journal<'a>) -> Step {
     let mut v = Value::Object(Map::new());
-    merge_value(body, &mut v, &mut Journal::new(), &mut false)?;
+    merge_value(body, &mut v, &mut Journal::new())?;
     if !arr.contains(&v) {
         j.wrote(Some(Seg::Index(arr.len())), None);
         arr.push(v);
-        *changed = true;
     }
     Ok(())
 }

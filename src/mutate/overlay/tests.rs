@@ -366,3 +366,17 @@ fn guarded_condition_adds_inside_existing_key() {
     );
     assert_eq!(out["spec"]["containers"][1], json!({ "name": "b" }));
 }
+
+/// A list element whose deeper condition fails is rolled back whole, and then nothing changed:
+/// `apply` says so and there is no patch.
+#[test]
+fn a_rolled_back_element_is_no_change() {
+    let ov = compile(json!({"spec": {"containers": [
+        {"(name)": "*", "a": 1, "b": {"(c)": "yes"}}
+    ]}}));
+    let before = json!({"spec": {"containers": [{"name": "x", "b": {"c": "no"}}]}});
+    let mut t = before.clone();
+    assert!(!ov.apply(&mut t));
+    assert_eq!(t, before);
+    assert!(ov.json_patch(&before).is_none());
+}
