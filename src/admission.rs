@@ -76,14 +76,10 @@ pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
     }
     // The objects move out of the kube-rs request (the response only needs its uid and types).
     let object = match req.object.take() {
-        Some(o) => o.into_value().map_err(ReviewError::NotReview)?,
+        Some(o) => o.json.into_value().map_err(ReviewError::NotReview)?,
         None => Value::Null,
     };
-    let old = req
-        .old_object
-        .take()
-        .map(ReviewObject::into_lazy)
-        .unwrap_or_default();
+    let old = req.old_object.take().map(|o| o.json).unwrap_or_default();
     let operation = match req.operation {
         Operation::Create => OperationName::Create,
         Operation::Update => OperationName::Update,
@@ -136,29 +132,8 @@ struct Envelope {
 #[derive(Debug, Clone, Default)]
 pub struct ReviewObject {
     metadata: ObjectMeta,
-    pub value: Value,
-    /// Set instead of `value` for an object read as raw JSON (see [`ReadingReview`]).
-    raw: Option<Box<RawValue>>,
-}
-
-impl ReviewObject {
-    /// The object as a JSON value (parsing it now if it was kept raw).
-    fn into_value(self) -> Result<Value, String> {
-        match self.raw {
-            None => Ok(self.value),
-            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
-        }
-    }
-
-    fn into_lazy(self) -> LazyJson {
-        match self.raw {
-            None => LazyJson::from(self.value),
-            Some(raw) => LazyJson {
-                raw: Some(raw),
-                value: OnceLock::new(),
-            },
-        }
-    }
+    /// Parsed, or kept raw (see [`ReadingReview`]).
+    json: LazyJson,
 }
 
 thread_local! {
@@ -197,11 +172,11 @@ impl Drop for ReadingReview {
     }
 }
 
-/// A JSON value from the review kept raw until first asked for.
+/// A JSON value from the review, parsed, or kept raw until first asked for.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LazyJson {
     raw: Option<Box<RawValue>>,
-    pub(crate) value: OnceLock<Value>,
+    value: OnceLock<Value>,
 }
 
 impl From<Value> for LazyJson {
@@ -214,16 +189,42 @@ impl From<Value> for LazyJson {
 }
 
 impl LazyJson {
+    fn raw(raw: Box<RawValue>) -> LazyJson {
+        LazyJson {
+            raw: Some(raw),
+            value: OnceLock::new(),
+        }
+    }
+
     /// The value; `Value::Null` when absent. Raw JSON was validated when read, so parsing it
     /// here does not fail.
     pub(crate) fn get(&self) -> &Value {
         self.value.get_or_init(|| {
             self.raw
-                .as_ref()
-                .and_then(|r| serde_json::from_str(r.get()).ok())
+                .as_deref()
+                .and_then(|r| parse_raw(r).ok())
                 .unwrap_or(Value::Null)
         })
     }
+
+    /// The value, parsing it now if it was kept raw and not asked for yet.
+    fn into_value(self) -> Result<Value, String> {
+        match (self.value.into_inner(), self.raw) {
+            (Some(v), _) => Ok(v),
+            (None, Some(raw)) => parse_raw(&raw),
+            (None, None) => Ok(Value::Null),
+        }
+    }
+
+    /// Whether the value has been parsed (tests of the laziness).
+    #[cfg(test)]
+    pub(crate) fn parsed(&self) -> bool {
+        self.value.get().is_some()
+    }
+}
+
+fn parse_raw(raw: &RawValue) -> Result<Value, String> {
+    serde_json::from_str(raw.get()).map_err(|e| e.to_string())
 }
 
 impl Request {
@@ -241,8 +242,8 @@ impl<'de> Deserialize<'de> for ReviewObject {
                 return Err(serde::de::Error::custom("object must be a map"));
             }
             return Ok(ReviewObject {
-                raw: Some(raw),
-                ..ReviewObject::default()
+                metadata: ObjectMeta::default(),
+                json: LazyJson::raw(raw),
             });
         }
         let value = Value::deserialize(d)?;
@@ -273,17 +274,16 @@ impl<'de> Deserialize<'de> for ReviewObject {
         };
         Ok(ReviewObject {
             metadata,
-            value,
-            raw: None,
+            json: LazyJson::from(value),
         })
     }
 }
 
 impl Serialize for ReviewObject {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.raw {
+        match &self.json.raw {
             Some(raw) => raw.serialize(s),
-            None => self.value.serialize(s),
+            None => self.json.get().serialize(s),
         }
     }
 }
@@ -511,7 +511,8 @@ mod tests {
         }
         // Outside parse_review an object is always read whole.
         let o: ReviewObject = serde_json::from_str(OLD).unwrap();
-        assert_eq!(o.value["metadata"]["labels"]["v"], "1");
+        assert!(o.json.parsed());
+        assert_eq!(o.json.get()["metadata"]["labels"]["v"], "1");
     }
 
     #[test]

@@ -139,10 +139,10 @@ mod tests {
             &view,
         );
         assert!(out.verdict.allowed);
-        assert!(req.old.value.get().is_none(), "not parsed");
+        assert!(!req.old.parsed(), "not parsed");
         let same = "object.metadata.labels.v == oldObject.metadata.labels.v";
         let out = evaluate(Mode::Validate, &mut req, &policy(same), &view);
         assert!(!out.verdict.allowed);
-        assert!(req.old.value.get().is_some(), "parsed when referred to");
+        assert!(req.old.parsed(), "parsed when referred to");
     }
 }
