@@ -108,18 +108,12 @@ impl ImagePullSecrets {
             return;
         };
         journal.scoped(Seg::Key("spec"), |journal| {
-            let items = match map.get_mut("imagePullSecrets") {
-                Some(Value::Array(items)) => items,
-                // Malformed: validation reports it, mutation does not guess.
-                Some(_) => return,
-                None => {
-                    journal.wrote(Some(Seg::Key("imagePullSecrets")), None);
-                    let list = map
-                        .entry("imagePullSecrets")
-                        .or_insert_with(|| Value::Array(Vec::new()));
-                    let Value::Array(items) = list else { return };
-                    items
-                }
+            let list = map.entry("imagePullSecrets").or_insert_with(|| {
+                journal.wrote(Some(Seg::Key("imagePullSecrets")), None);
+                Value::Array(Vec::new())
+            });
+            let Value::Array(items) = list else {
+                return; // malformed: validation reports it, mutation does not guess
             };
             journal.scoped(Seg::Key("imagePullSecrets"), |journal| {
                 for s in needed {
