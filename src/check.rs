@@ -1,14 +1,15 @@
 //! `fluxadmit check`: the admission engine run offline over a GitOps repository, so a broken
 //! dependency graph or a missing Secret is caught in CI before it reaches the cluster.
 //! Each object is reviewed as a CREATE against a view made of the state directories plus
-//! every object in the repository (Flux applies them together).
+//! every object in the repository (Flux applies them together): mutated first, as the
+//! mutating webhook would, then validated as mutated.
 
 use crate::cluster::load::{LoadError, manifest_files, parse_manifests};
 use crate::cluster::{ClusterView, FluxKind, depends_on_of};
-use crate::engine::Mode;
+use crate::engine::{Mode, Reported};
 use crate::graph::{Graph, ObjKey};
 use crate::policy::PolicySet;
-use crate::rules::Level;
+use crate::rules::{Finding, Level};
 use crate::state::Snapshot;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -89,46 +90,95 @@ fn namespace_of(obj: &Value) -> &str {
         .unwrap_or("default")
 }
 
-/// Reviews every document as the validating webhook would on CREATE.
+/// The AdmissionReview for one document as a CREATE, or None when it lacks apiVersion, kind
+/// or name.
+fn review_body(i: usize, obj: &Value) -> Option<(String, Vec<u8>)> {
+    let api_version = obj.get("apiVersion").and_then(Value::as_str)?;
+    let kind = obj.get("kind").and_then(Value::as_str)?;
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str)?;
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let ns = namespace_of(obj);
+    // lead: absence final. A real write, not a dry run: offline, the repository plus --state
+    // is the whole world, so what is missing there is missing for good.
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("check-{i}"),
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": ""},
+            "name": name, "namespace": ns, "operation": "CREATE",
+            "userInfo": {"username": "fluxadmit-check"}, "object": obj, "dryRun": false
+        }
+    });
+    let bytes = serde_json::to_vec(&body).ok()?;
+    Some((format!("{kind} {ns}/{name}"), bytes))
+}
+
+/// Reviews every document as the cluster would on CREATE: the mutating webhook first, then
+/// the validating webhook on the object as mutated. Objects are stored mutated, so the view
+/// the validation sees is made of the mutated documents too.
 pub fn check(policies: PolicySet, state: ClusterView, docs: &[Document]) -> Report {
     let mut view = state;
     for d in docs {
         view.add_manifest(&d.object);
     }
-    let snap = Snapshot { policies, view };
+    let mut snap = Snapshot { policies, view };
     let mut report = Report::default();
+
+    // Mutation, against the view of the documents as written.
+    let mut staged: Vec<(usize, String, Value, Vec<Reported>)> = Vec::new();
     for (i, d) in docs.iter().enumerate() {
-        let obj = &d.object;
-        let (Some(api_version), Some(kind), Some(name)) = (
-            obj.get("apiVersion").and_then(Value::as_str),
-            obj.get("kind").and_then(Value::as_str),
-            obj.pointer("/metadata/name").and_then(Value::as_str),
-        ) else {
-            continue;
-        };
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let ns = namespace_of(obj);
-        let body = json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": format!("check-{i}"),
-                "kind": {"group": group, "version": version, "kind": kind},
-                "resource": {"group": group, "version": version, "resource": ""},
-                "name": name, "namespace": ns, "operation": "CREATE",
-                "userInfo": {"username": "fluxadmit-check"}, "object": obj, "dryRun": true
-            }
-        });
-        let Ok(bytes) = serde_json::to_vec(&body) else {
+        let Some((label, bytes)) = review_body(i, &d.object) else {
             continue;
         };
         report.objects += 1;
-        let Ok(answer) = snap.review(Mode::Validate, &bytes) else {
-            continue;
-        };
-        for r in answer.outcome.findings {
+        let mut object = d.object.clone();
+        let mut findings = Vec::new();
+        if let Ok(answer) = snap.review(Mode::Mutate, &bytes) {
+            findings = answer.outcome.findings;
+            if let Some(patch) = answer.outcome.verdict.patch.filter(|p| !p.0.is_empty()) {
+                let mut mutated = object.clone();
+                match json_patch::patch(&mut mutated, &patch) {
+                    Ok(()) => object = mutated,
+                    Err(e) => findings.push(Reported {
+                        policy: "fluxadmit".into(),
+                        rule: "mutate".into(),
+                        finding: Finding::warning(
+                            "",
+                            format!("the mutation patch does not apply ({e}); validated as written"),
+                        ),
+                    }),
+                }
+            }
+        }
+        staged.push((i, label, object, findings));
+    }
+
+    // Validation of the mutated objects, against the view of the mutated documents (each
+    // replaces itself; all of them, in order, so a later document still wins).
+    if staged
+        .iter()
+        .any(|(i, _, object, _)| *object != docs[*i].object)
+    {
+        for (_, _, object, _) in &staged {
+            snap.view.add_manifest(object);
+        }
+    }
+    for (i, label, object, mut findings) in staged {
+        if let Some((_, bytes)) = review_body(i, &object)
+            && let Ok(answer) = snap.review(Mode::Validate, &bytes)
+        {
+            for r in answer.outcome.findings {
+                if !findings.contains(&r) {
+                    findings.push(r);
+                }
+            }
+        }
+        let file = docs[i].file.display().to_string();
+        for r in findings {
             report.findings.push(CheckFinding {
-                file: d.file.display().to_string(),
-                object: format!("{kind} {ns}/{name}"),
+                file: file.clone(),
+                object: label.clone(),
                 level: r.finding.level,
                 text: r.to_string(),
             });

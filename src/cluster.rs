@@ -181,16 +181,22 @@ pub enum Tracked {
     ServiceAccount,
     Secret,
     ConfigMap,
+    /// Flux source a HelmRelease's `spec.chartRef` may point at; held as its chart name.
+    OCIRepository,
+    /// Flux source a HelmRelease's `spec.chartRef` may point at; held as its chart name.
+    HelmChart,
 }
 
 impl Tracked {
-    pub const ALL: [Tracked; 6] = [
+    pub const ALL: [Tracked; 8] = [
         Tracked::HelmRelease,
         Tracked::Kustomization,
         Tracked::Namespace,
         Tracked::ServiceAccount,
         Tracked::Secret,
         Tracked::ConfigMap,
+        Tracked::OCIRepository,
+        Tracked::HelmChart,
     ];
 
     pub fn from_group_kind(group: &str, kind: &str) -> Option<Tracked> {
@@ -201,6 +207,8 @@ impl Tracked {
             ("", "ServiceAccount") => Some(Tracked::ServiceAccount),
             ("", "Secret") => Some(Tracked::Secret),
             ("", "ConfigMap") => Some(Tracked::ConfigMap),
+            ("source.toolkit.fluxcd.io", "OCIRepository") => Some(Tracked::OCIRepository),
+            ("source.toolkit.fluxcd.io", "HelmChart") => Some(Tracked::HelmChart),
             _ => None,
         }
     }
@@ -212,6 +220,14 @@ impl Tracked {
             Tracked::Kustomization => Some(FluxKind::Kustomization),
             _ => None,
         }
+    }
+
+    /// Kinds the view can do without: a cluster may not serve them (source-controller CRDs
+    /// at another version, or not granted to the webhook). Only `spec.chartRef` resolution
+    /// needs them, so the watch counts them listed (and empty) when the API server answers
+    /// 404 or 403, instead of never becoming ready.
+    pub fn is_optional(self) -> bool {
+        matches!(self, Tracked::OCIRepository | Tracked::HelmChart)
     }
 
     /// The resource as the API server serves it, for kube-rs dynamic APIs.
@@ -242,6 +258,18 @@ impl Tracked {
             Tracked::ServiceAccount => ("", "v1", "ServiceAccount", "serviceaccounts"),
             Tracked::Secret => ("", "v1", "Secret", "secrets"),
             Tracked::ConfigMap => ("", "v1", "ConfigMap", "configmaps"),
+            Tracked::OCIRepository => (
+                "source.toolkit.fluxcd.io",
+                "v1",
+                "OCIRepository",
+                "ocirepositories",
+            ),
+            Tracked::HelmChart => (
+                "source.toolkit.fluxcd.io",
+                "v1",
+                "HelmChart",
+                "helmcharts",
+            ),
         }
     }
 }
@@ -255,6 +283,10 @@ pub struct ClusterView {
     pub service_accounts: Index<ServiceAccountInfo>,
     pub secrets: Index<SecretInfo>,
     pub config_maps: Index<ConfigMapInfo>,
+    /// OCIRepositories, reduced to the chart name (last path segment of `spec.url`).
+    pub oci_repositories: Index<String>,
+    /// HelmCharts, reduced to `spec.chart`.
+    pub helm_charts: Index<String>,
     /// Whether ConfigMaps are tracked at all (offline state may leave them out).
     pub tracks_config_maps: bool,
     /// Reverse dependsOn edges per Flux kind (HelmRelease, Kustomization): who depends on a key.
@@ -318,6 +350,37 @@ impl ClusterView {
 
     pub fn namespace_labels(&self, namespace: &str) -> Option<&Labels> {
         self.namespaces.get(namespace)
+    }
+
+    /// The chart a HelmRelease in `namespace` installs: `spec.chart.spec.chart` when set, else
+    /// the chart of the source `spec.chartRef` names (an OCIRepository or a HelmChart; its
+    /// namespace defaults to the release's). None when neither resolves: no chart, a source
+    /// the view does not hold, or a kind it does not know.
+    pub fn release_chart<'a>(&'a self, namespace: &str, release: &'a Value) -> Option<&'a str> {
+        let classic = release
+            .pointer("/spec/chart/spec/chart")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        if classic.is_some() {
+            return classic;
+        }
+        let chart_ref = release.pointer("/spec/chartRef")?;
+        let name = chart_ref.get("name")?.as_str()?;
+        let ns = chart_ref
+            .get("namespace")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(if namespace.is_empty() {
+                "default"
+            } else {
+                namespace
+            });
+        let index = match chart_ref.get("kind")?.as_str()? {
+            "OCIRepository" => &self.oci_repositories,
+            "HelmChart" => &self.helm_charts,
+            _ => return None,
+        };
+        index.get(ns, name).map(String::as_str)
     }
 
     /// Adds one manifest to the view. Returns false for kinds the view does not track.
@@ -403,8 +466,33 @@ impl ClusterView {
                     },
                 );
             }
+            Tracked::OCIRepository | Tracked::HelmChart => {
+                let chart = if kind == Tracked::OCIRepository {
+                    obj.pointer("/spec/url")
+                        .and_then(Value::as_str)
+                        .and_then(oci_chart_name)
+                } else {
+                    obj.pointer("/spec/chart")
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                };
+                let index = self.chart_source_mut(kind);
+                match chart {
+                    Some(c) => index.insert(namespace, name, c.to_owned()),
+                    // Updated to something without a chart: what was held no longer holds.
+                    None => drop(index.remove(namespace, name)),
+                }
+            }
         }
         true
+    }
+
+    fn chart_source_mut(&mut self, kind: Tracked) -> &mut Index<String> {
+        if kind == Tracked::OCIRepository {
+            &mut self.oci_repositories
+        } else {
+            &mut self.helm_charts
+        }
     }
 
     /// Removes one object.
@@ -424,6 +512,9 @@ impl ClusterView {
             Tracked::Secret => drop(self.secrets.remove(namespace, name)),
             Tracked::ConfigMap => drop(self.config_maps.remove(namespace, name)),
             Tracked::ServiceAccount => drop(self.service_accounts.remove(namespace, name)),
+            Tracked::OCIRepository | Tracked::HelmChart => {
+                drop(self.chart_source_mut(kind).remove(namespace, name))
+            }
         }
     }
 
@@ -445,6 +536,8 @@ impl ClusterView {
                 self.tracks_config_maps = true;
             }
             Tracked::ServiceAccount => self.service_accounts = from.service_accounts,
+            Tracked::OCIRepository => self.oci_repositories = from.oci_repositories,
+            Tracked::HelmChart => self.helm_charts = from.helm_charts,
         }
     }
 
@@ -456,11 +549,26 @@ impl ClusterView {
             + self.service_accounts.len()
             + self.secrets.len()
             + self.config_maps.len()
+            + self.oci_repositories.len()
+            + self.helm_charts.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The chart an OCIRepository serves: the last path segment of its `spec.url`
+/// (`oci://ghcr.io/bjw-s-labs/helm/app-template` → `app-template`), a trailing slash, a
+/// `:tag` or an `@digest` left out. None for a URL with no repository path.
+pub fn oci_chart_name(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.trim_end_matches('/');
+    // The first segment is the registry host (maybe with a port): not a chart.
+    let (_, last) = rest.rsplit_once('/')?;
+    let last = last.split_once('@').map_or(last, |(n, _)| n);
+    let last = last.split_once(':').map_or(last, |(n, _)| n);
+    (!last.is_empty()).then_some(last)
 }
 
 /// Key names of `data`, `stringData` and `binaryData`. The values are not looked at.
@@ -531,6 +639,133 @@ mod tests {
         let mut merged = ClusterView::default();
         merged.merge(v);
         assert_eq!(dependents_of(&merged, "db"), ["apps/batch"]);
+    }
+
+    #[test]
+    fn oci_chart_name_is_the_last_path_segment() {
+        for (url, want) in [
+            ("oci://ghcr.io/bjw-s-labs/helm/app-template", Some("app-template")),
+            ("oci://ghcr.io/bjw-s-labs/helm/app-template/", Some("app-template")),
+            ("oci://ghcr.io/bjw-s-labs/helm/app-template:4.1.2", Some("app-template")),
+            ("oci://registry:5000/charts/podinfo@sha256:0123abcd", Some("podinfo")),
+            ("oci://registry:5000/podinfo:6.7.0@sha256:0123abcd", Some("podinfo")),
+            ("oci://ghcr.io", None),
+            ("oci://ghcr.io/", None),
+            ("", None),
+        ] {
+            assert_eq!(oci_chart_name(url), want, "{url}");
+        }
+    }
+
+    fn oci(ns: &str, name: &str, url: &str, api_version: &str) -> Value {
+        json!({"apiVersion": api_version, "kind": "OCIRepository",
+               "metadata": {"name": name, "namespace": ns},
+               "spec": {"interval": "15m", "url": url, "ref": {"tag": "4.1.2"},
+                        "layerSelector": {"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip"}}})
+    }
+
+    fn helm_chart(ns: &str, name: &str, chart: &str) -> Value {
+        json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmChart",
+               "metadata": {"name": name, "namespace": ns},
+               "spec": {"chart": chart, "version": "6.x",
+                        "sourceRef": {"kind": "HelmRepository", "name": "podinfo"}}})
+    }
+
+    fn chart_ref(kind: &str, name: &str, ns: Option<&str>) -> Value {
+        let mut r = json!({"kind": kind, "name": name});
+        if let Some(ns) = ns {
+            r["namespace"] = json!(ns);
+        }
+        json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+               "metadata": {"name": "echo", "namespace": "apps"},
+               "spec": {"interval": "1h", "chartRef": r}})
+    }
+
+    #[test]
+    fn release_chart_resolves_chart_ref_through_the_view() {
+        let mut v = ClusterView::default();
+        assert!(v.add_manifest(&oci(
+            "apps",
+            "app-template",
+            "oci://ghcr.io/bjw-s-labs/helm/app-template",
+            "source.toolkit.fluxcd.io/v1"
+        )));
+        assert!(v.add_manifest(&oci(
+            "flux-system",
+            "shared",
+            "oci://ghcr.io/org/charts/shared-chart/",
+            "source.toolkit.fluxcd.io/v1beta2"
+        )));
+        assert!(v.add_manifest(&helm_chart("apps", "podinfo", "podinfo")));
+        assert_eq!(v.len(), 3);
+
+        let hr = chart_ref("OCIRepository", "app-template", None);
+        assert_eq!(v.release_chart("apps", &hr), Some("app-template"));
+        let hr = chart_ref("OCIRepository", "shared", Some("flux-system"));
+        assert_eq!(v.release_chart("apps", &hr), Some("shared-chart"));
+        let hr = chart_ref("HelmChart", "podinfo", None);
+        assert_eq!(v.release_chart("apps", &hr), Some("podinfo"));
+
+        // Not in the view: the wrong namespace, an unknown name, an unknown kind.
+        let hr = chart_ref("OCIRepository", "shared", None);
+        assert_eq!(v.release_chart("apps", &hr), None);
+        let hr = chart_ref("OCIRepository", "nope", None);
+        assert_eq!(v.release_chart("apps", &hr), None);
+        let hr = chart_ref("GitRepository", "app-template", None);
+        assert_eq!(v.release_chart("apps", &hr), None);
+        assert_eq!(v.release_chart("apps", &json!({"spec": {}})), None);
+
+        // The classic form wins and needs no view.
+        let classic = json!({"spec": {"chart": {"spec": {"chart": "podinfo"}},
+                                       "chartRef": {"kind": "OCIRepository", "name": "app-template"}}});
+        assert_eq!(ClusterView::default().release_chart("apps", &classic), Some("podinfo"));
+    }
+
+    #[test]
+    fn chart_sources_follow_updates_deletes_and_relists() {
+        let mut v = ClusterView::default();
+        let hr = chart_ref("OCIRepository", "app", None);
+        v.add_manifest(&oci("apps", "app", "oci://ghcr.io/a/one", "source.toolkit.fluxcd.io/v1"));
+        assert_eq!(v.release_chart("apps", &hr), Some("one"));
+        v.add_manifest(&oci("apps", "app", "oci://ghcr.io/a/two", "source.toolkit.fluxcd.io/v1"));
+        assert_eq!(v.release_chart("apps", &hr), Some("two"));
+        assert_eq!(v.len(), 1);
+        // An update without a usable URL drops what was held.
+        v.add_manifest(&oci("apps", "app", "oci://ghcr.io", "source.toolkit.fluxcd.io/v1"));
+        assert_eq!(v.release_chart("apps", &hr), None);
+        assert_eq!(v.len(), 0);
+
+        v.add_manifest(&oci("apps", "app", "oci://ghcr.io/a/one", "source.toolkit.fluxcd.io/v1"));
+        v.delete(Tracked::OCIRepository, "apps", "app");
+        assert_eq!(v.release_chart("apps", &hr), None);
+
+        v.add_manifest(&helm_chart("apps", "hc", "podinfo"));
+        let by_chart = chart_ref("HelmChart", "hc", None);
+        let mut fresh = ClusterView::default();
+        fresh.add_manifest(&oci("apps", "app", "oci://ghcr.io/a/three", "source.toolkit.fluxcd.io/v1"));
+        v.replace_kind(Tracked::OCIRepository, fresh.clone());
+        assert_eq!(v.release_chart("apps", &hr), Some("three"));
+        assert_eq!(v.release_chart("apps", &by_chart), Some("podinfo"), "HelmCharts untouched");
+        v.replace_kind(Tracked::HelmChart, fresh);
+        assert_eq!(v.release_chart("apps", &by_chart), None);
+        assert_eq!(v.len(), 1);
+
+        let mut merged = ClusterView::default();
+        merged.add_manifest(&helm_chart("apps", "hc", "podinfo"));
+        merged.merge(v);
+        assert_eq!(merged.release_chart("apps", &hr), Some("three"));
+        assert_eq!(merged.release_chart("apps", &by_chart), Some("podinfo"));
+        assert_eq!(merged.len(), 2);
+    }
+
+    #[test]
+    fn chart_sources_keep_only_the_chart_name() {
+        let mut v = ClusterView::default();
+        let mut o = oci("apps", "app", "oci://ghcr.io/a/app-template", "source.toolkit.fluxcd.io/v1");
+        o["spec"]["secretRef"] = json!({"name": "ghcr-CANARY-auth"});
+        o["status"] = json!({"artifact": {"digest": "sha256:CANARY", "url": "http://source-controller/CANARY"}});
+        v.add_manifest(&o);
+        assert!(!format!("{v:?}").contains("CANARY"));
     }
 
     #[test]

@@ -7,9 +7,11 @@ use crate::mutate::journal::{Journal, Seg};
 use crate::policy::PolicySet;
 use crate::policy::matching::MatchInput;
 use crate::policy::model::{Action, OperationName};
-use crate::rules::{CompiledRule, Ctx, Finding, Level, str_at};
+use crate::rules::{Basis, CompiledRule, Ctx, Finding, Level, str_at};
 use serde_json::Value;
 use std::fmt::Write as _;
+
+mod managed;
 
 /// Which webhook is answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,25 @@ const PROTECTED_METADATA: [&str; 7] = [
     "deletionTimestamp",
 ];
 
+/// What the view stands for, which decides how a finding about another object is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum World {
+    /// Admission in a live cluster: Flux dry-runs a whole apply before writing any of it,
+    /// applies sets in a fixed order, and its controllers create objects later. A finding
+    /// about another object's state never denies a dry run nor a write Flux makes.
+    #[default]
+    Live,
+    /// Offline (`fluxadmit check`): the repository and the state are everything there is, so
+    /// what is absent stays absent.
+    Whole,
+}
+
+/// Labels Flux's controllers put on every object they apply.
+const FLUX_OWNER_LABELS: [&str; 2] = [
+    "kustomize.toolkit.fluxcd.io/name",
+    "helm.toolkit.fluxcd.io/name",
+];
+
 /// Evaluates one request against the policy set and the cluster view. A mutation writes into
 /// the request's object and takes its writes back before returning: the request comes back
 /// as it went in.
@@ -67,7 +88,7 @@ pub fn evaluate(
     policies: &PolicySet,
     view: &ClusterView,
 ) -> Outcome {
-    evaluate_with(mode, req, policies, view, None)
+    evaluate_in(mode, req, policies, view, None, World::Live)
 }
 
 /// As [`evaluate`], with `extra`: objects confirmed by a live read that the view has not seen
@@ -79,6 +100,30 @@ pub fn evaluate_with(
     view: &ClusterView,
     extra: Option<&ClusterView>,
 ) -> Outcome {
+    evaluate_in(mode, req, policies, view, extra, World::Live)
+}
+
+/// As [`evaluate_with`], in a given [`World`].
+pub fn evaluate_in(
+    mode: Mode,
+    req: &mut Request,
+    policies: &PolicySet,
+    view: &ClusterView,
+    extra: Option<&ClusterView>,
+    world: World,
+) -> Outcome {
+    // An object being deleted only waits for its finalizers to go: nothing about it is judged
+    // any more, and nothing is added to it.
+    if req.operation == OperationName::Update && is_terminating(&req.object) {
+        return Outcome {
+            verdict: Verdict {
+                allowed: true,
+                ..Verdict::default()
+            },
+            findings: Vec::new(),
+            matched: 0,
+        };
+    }
     let object = if req.object.is_null() {
         req.old_object()
     } else {
@@ -117,10 +162,13 @@ pub fn evaluate_with(
     };
 
     let mut findings = Vec::new();
+    // (policy, rule) of each finding, by position.
+    let mut origins: Vec<(usize, usize)> = Vec::new();
     let mut scratch = Vec::new();
     let mut mutations: Vec<(&CompiledRule, &'static str)> = Vec::new();
+    let mut audits: Vec<(usize, usize, &'static str)> = Vec::new();
     let mut matched = 0;
-    for policy in policies.policies.iter() {
+    for (p, policy) in policies.policies.iter().enumerate() {
         if !policy.matcher.matches(&input, &DEFAULT_OPS)
             || policy
                 .exclude
@@ -130,14 +178,17 @@ pub fn evaluate_with(
             continue;
         }
         matched += 1;
-        for rule in &policy.rules {
+        for (r, rule) in policy.rules.iter().enumerate() {
             match mode {
                 Mode::Validate => rule.validate(&ctx, &mut scratch),
                 Mode::Mutate => {
                     if !req.object.is_null()
                         && let Some(root) = rule.mutation_root(&ctx)
                     {
-                        mutations.push((rule, root));
+                        match policy.action {
+                            Action::Enforce => mutations.push((rule, root)),
+                            Action::Audit => audits.push((p, r, root)),
+                        }
                     }
                 }
             }
@@ -150,11 +201,38 @@ pub fn evaluate_with(
                     rule: rule.name.clone(),
                     finding,
                 });
+                origins.push((p, r));
             }
         }
     }
+    judge(&mut findings, req, object, world);
+    if req.operation == OperationName::Update && findings.iter().any(is_error) {
+        spare_unchanged(&mut findings, &origins, policies, &ctx);
+    }
 
     let patch = mutate(&mut req.object, &mutations);
+    // An `Audit` policy never changes the object: it says what it would change.
+    for (p, r, root) in audits {
+        let policy = &policies.policies[p];
+        let rule = &policy.rules[r];
+        let Some(would) = mutate(&mut req.object, &[(rule, root)]) else {
+            continue;
+        };
+        if would.0.is_empty() {
+            continue;
+        }
+        findings.push(Reported {
+            policy: policy.name.clone(),
+            rule: rule.name.clone(),
+            finding: Finding::warning(
+                "",
+                format!(
+                    "Audit: not applied; Enforce would patch {}",
+                    describe_patch(&would)
+                ),
+            ),
+        });
+    }
     let mut message = String::new();
     let mut warnings = Vec::new();
     for r in &findings {
@@ -182,6 +260,138 @@ pub fn evaluate_with(
         findings,
         matched,
     }
+}
+
+fn is_error(r: &Reported) -> bool {
+    r.finding.level == Level::Error
+}
+
+/// Turns an error into a warning that says why it was not denied.
+fn admit(r: &mut Reported, why: &str) {
+    r.finding.level = Level::Warning;
+    let _ = write!(r.finding.message, " (admitted: {why})");
+}
+
+/// Judges the findings that rest on another object's state. Flux dry-runs every object of an
+/// apply before it writes any of them, writes them in its own order, and its controllers
+/// create Secrets and objects later (ExternalSecrets, Helm charts, other Kustomizations):
+/// denying such a request can block the very apply that would provide what is missing, for
+/// ever. So such a finding denies only a real write that Flux does not make (a person's
+/// `kubectl apply`, which writes every object whatever happens to the others), and offline,
+/// where the repository is everything there is.
+fn judge(findings: &mut [Reported], req: &Request, object: &Value, world: World) {
+    if world == World::Whole {
+        return;
+    }
+    let why = if req.dry_run {
+        "a dry run; Flux dry-runs a whole apply before it writes any of it"
+    } else if flux_applied(object) {
+        "Flux applies this object; what it needs may come in the same or another apply, and Flux retries"
+    } else {
+        return;
+    };
+    for r in findings
+        .iter_mut()
+        .filter(|r| is_error(r) && r.finding.basis == Basis::Other)
+    {
+        admit(r, why);
+    }
+}
+
+/// Whether one of Flux's controllers applied the object (it carries their ownership labels).
+pub fn flux_applied(object: &Value) -> bool {
+    object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .is_some_and(|l| FLUX_OWNER_LABELS.iter().any(|k| l.contains_key(*k)))
+}
+
+/// Whether the object is being deleted (`metadata.deletionTimestamp` set).
+fn is_terminating(object: &Value) -> bool {
+    object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+}
+
+/// On UPDATE, errors that are not this update's doing are admitted: all of them when the update
+/// changes only metadata that Flux and Kubernetes manage (finalizers, reconcile requests), and
+/// each one the old object already had when its policy allows existing violations.
+fn spare_unchanged(
+    findings: &mut [Reported],
+    origins: &[(usize, usize)],
+    policies: &PolicySet,
+    ctx: &Ctx<'_>,
+) {
+    let old = ctx.req.old_object();
+    if !old.is_object() {
+        return;
+    }
+    if managed::same_but_managed(old, ctx.object) {
+        for r in findings.iter_mut().filter(|r| is_error(r)) {
+            admit(
+                r,
+                "this update changes only metadata that Flux and Kubernetes manage",
+            );
+        }
+        return;
+    }
+    let old_ctx = Ctx {
+        req: ctx.req,
+        object: old,
+        view: ctx.view,
+        extra: ctx.extra,
+        flux_kind: ctx.flux_kind,
+    };
+    let mut before: Vec<((usize, usize), Vec<Finding>)> = Vec::new();
+    for (r, &(p, rule)) in findings.iter_mut().zip(origins) {
+        if !is_error(r) || !policies.policies[p].allow_existing_violations {
+            continue;
+        }
+        let at = match before.iter().position(|(k, _)| *k == (p, rule)) {
+            Some(at) => at,
+            None => {
+                let mut out = Vec::new();
+                policies.policies[p].rules[rule].validate(&old_ctx, &mut out);
+                before.push(((p, rule), out));
+                before.len() - 1
+            }
+        };
+        let had = before[at]
+            .1
+            .iter()
+            .any(|o| o.path == r.finding.path && o.message == r.finding.message);
+        if had {
+            admit(
+                r,
+                "the object already had this violation before this update; set allowExistingViolations: false to deny it",
+            );
+        }
+    }
+}
+
+/// `add /a/b, replace /c` for a warning; at most six operations, then a count.
+fn describe_patch(patch: &json_patch::Patch) -> String {
+    use json_patch::PatchOperation as Op;
+    let mut out = String::new();
+    for (i, op) in patch.0.iter().enumerate() {
+        if i == 6 {
+            let _ = write!(out, " and {} more", patch.0.len() - 6);
+            break;
+        }
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let (verb, path) = match op {
+            Op::Add(o) => ("add", &o.path),
+            Op::Remove(o) => ("remove", &o.path),
+            Op::Replace(o) => ("replace", &o.path),
+            Op::Move(o) => ("move", &o.path),
+            Op::Copy(o) => ("copy", &o.path),
+            Op::Test(o) => ("test", &o.path),
+        };
+        let _ = write!(out, "{verb} {path}");
+    }
+    out
 }
 
 /// Runs the mutations in order, in place, and builds the patch from the writes they logged;

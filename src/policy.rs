@@ -15,6 +15,8 @@ pub struct CompiledPolicy {
     /// Where it came from (file path, or `DeploymentPolicy/<name>` in a cluster).
     pub source: String,
     pub action: Action,
+    /// See `DeploymentPolicySpec::allow_existing_violations`.
+    pub allow_existing_violations: bool,
     pub matcher: Matcher,
     pub exclude: Option<Matcher>,
     pub rules: Vec<CompiledRule>,

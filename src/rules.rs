@@ -23,12 +23,27 @@ pub enum Level {
     Warning,
 }
 
+/// What a finding rests on. Flux applies sets of objects, dry-runs all of them before it
+/// writes any, and its controllers create some objects later (ExternalSecrets, Helm charts):
+/// a finding about another object's state can be untrue a moment later, so it is judged
+/// differently from one about the object alone (see `engine::judge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Basis {
+    /// The object under review alone: its own fields.
+    #[default]
+    Own,
+    /// Another object's existence or state: a Secret, its keys or type, a dependency, a cycle
+    /// through other objects.
+    Other,
+}
+
 /// One violation: where in the object, and what is wrong, written for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub level: Level,
     pub path: String,
     pub message: String,
+    pub basis: Basis,
 }
 
 impl Finding {
@@ -37,6 +52,7 @@ impl Finding {
             level: Level::Error,
             path: path.into(),
             message: message.into(),
+            basis: Basis::Own,
         }
     }
 
@@ -45,7 +61,14 @@ impl Finding {
             level: Level::Warning,
             path: path.into(),
             message: message.into(),
+            basis: Basis::Own,
         }
+    }
+
+    /// Marks the finding as resting on another object's state.
+    pub fn on_other(mut self) -> Finding {
+        self.basis = Basis::Other;
+        self
     }
 }
 

@@ -3,10 +3,10 @@
 
 use crate::admission::{self, ReviewError};
 use crate::cluster::ClusterView;
-use crate::engine::{self, Mode, Outcome};
+use crate::engine::{self, Mode, Outcome, World};
 use crate::policy::PolicySet;
 use crate::policy::model::{API_VERSION, KIND};
-use crate::rules::{Finding, Level};
+use crate::rules::Finding;
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -29,15 +29,38 @@ impl Snapshot {
         Ok(self.answer(mode, request, None))
     }
 
+    /// As [`Snapshot::review`], offline: the view is the whole world (`fluxadmit check`), so
+    /// what it lacks is judged missing for good.
+    pub fn review_offline(&self, mode: Mode, body: &[u8]) -> Result<Answer, ReviewError> {
+        let request = admission::parse_review(body)?;
+        Ok(self.answer_in(mode, request, None, World::Whole))
+    }
+
     /// Evaluates a parsed request; `extra` holds objects confirmed by a live read.
     pub fn answer(
         &self,
         mode: Mode,
-        mut request: admission::Request,
+        request: admission::Request,
         extra: Option<&ClusterView>,
     ) -> Answer {
-        let mut outcome =
-            engine::evaluate_with(mode, &mut request, &self.policies, &self.view, extra);
+        self.answer_in(mode, request, extra, World::Live)
+    }
+
+    fn answer_in(
+        &self,
+        mode: Mode,
+        mut request: admission::Request,
+        extra: Option<&ClusterView>,
+        world: World,
+    ) -> Answer {
+        let mut outcome = engine::evaluate_in(
+            mode,
+            &mut request,
+            &self.policies,
+            &self.view,
+            extra,
+            world,
+        );
         if mode == Mode::Validate {
             // The validating webhook never returns a patch.
             outcome.verdict.patch = None;
@@ -65,11 +88,7 @@ fn check_policy_resource(req: &admission::Request, outcome: &mut Outcome) {
         outcome.findings.push(engine::Reported {
             policy: "fluxadmit".into(),
             rule: "policy-schema".into(),
-            finding: Finding {
-                level: Level::Error,
-                path: e.field.clone(),
-                message: e.reason.clone(),
-            },
+            finding: Finding::error(e.field.clone(), e.reason.clone()),
         });
         let text = outcome
             .findings

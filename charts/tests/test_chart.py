@@ -41,6 +41,11 @@ WORKLOAD_RESOURCES = {
     ("batch", "cronjobs"),
 }
 READ_VERBS = ["get", "list", "watch"]
+# The default policies need no workload validation webhook (their validating rules are on
+# HelmReleases and Kustomizations); this opt-in example validates every workload everywhere,
+# so with it all three webhooks are rendered.
+ALL_WEBHOOKS = {"examplePolicies": ["pod-security-restricted"]}
+IGNORE = {"key": "fluxadmit.io/ignore", "operator": "NotIn", "values": ["true"]}
 
 _chart: helm.Chart | None = None
 
@@ -97,6 +102,35 @@ def webhooks(docs) -> dict[str, dict]:
             for w in cfg["webhooks"]:
                 out[w["name"]] = dict(w, _kind=kind, _config=cfg)
     return out
+
+
+def merged(*values: dict) -> dict:
+    """Deep merge of values dicts (later wins), like Helm's coalescing of -f files."""
+    out: dict = {}
+    for v in values:
+        for k, x in v.items():
+            out[k] = merged(out[k], x) if isinstance(x, dict) and isinstance(out.get(k), dict) else x
+    return out
+
+
+def selector_matches(selector: dict | None, labels: dict[str, str]) -> bool:
+    """Kubernetes label selector semantics (matchLabels AND matchExpressions)."""
+    if not selector:
+        return True
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
 
 
 def rule_resources(webhook) -> set[tuple[str, str]]:
@@ -169,7 +203,9 @@ def certificate_sans(cert_pem: str) -> set[str] | None:
 
 class LintAndSchema(unittest.TestCase):
     def test_lint_strict_passes(self):
-        for values in ({}, {"certificates": {"mode": "certManager"}, "watchConfigMaps": True}):
+        for values in ({}, {"certificates": {"mode": "certManager"}, "watchConfigMaps": True},
+                       merged(ALL_WEBHOOKS, {"webhooks": {"exemptFluxOwners": {
+                           "kustomizations": ["flux-system", "infra-controllers"], "helmReleases": ["fluxadmit"]}}})):
             report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
             self.assertEqual(report["errors"], [], report)
             problems = [m for m in report["messages"] if m["severity"] >= 2]
@@ -350,9 +386,11 @@ class DefaultRender(unittest.TestCase):
 
 
 class Webhooks(unittest.TestCase):
+    """The three webhooks, rendered with a policy set that needs all of them (ALL_WEBHOOKS)."""
+
     @classmethod
     def setUpClass(cls):
-        cls.docs = render()
+        cls.docs = render(ALL_WEBHOOKS)
         cls.hooks = webhooks(cls.docs)
 
     def test_three_webhooks(self):
@@ -380,7 +418,8 @@ class Webhooks(unittest.TestCase):
 
     def test_namespace_selector_excludes_kube_system_and_release_namespace(self):
         for namespace, extra in ((NAMESPACE, []), ("fluxadmit", ["monitoring", "cert-manager"]), ("kube-system", [])):
-            docs = render({"webhooks": {"excludedNamespaces": extra}}, namespace=namespace)
+            docs = render(merged(ALL_WEBHOOKS, {"webhooks": {"excludedNamespaces": extra}}), namespace=namespace)
+            self.assertEqual(len(webhooks(docs)), 3)
             for name, h in webhooks(docs).items():
                 with self.subTest(namespace=namespace, webhook=name):
                     exprs = h["namespaceSelector"]["matchExpressions"]
@@ -408,7 +447,7 @@ class Webhooks(unittest.TestCase):
             "workloadValidation": {"failurePolicy": "Fail", "timeoutSeconds": 3},
             "workloadMutation": {"failurePolicy": "Fail", "timeoutSeconds": 7},
         }}
-        hooks = webhooks(render(values))
+        hooks = webhooks(render(merged(ALL_WEBHOOKS, values)))
         self.assertEqual(
             {n: (h["failurePolicy"], h["timeoutSeconds"]) for n, h in hooks.items()},
             {
@@ -438,33 +477,348 @@ class Webhooks(unittest.TestCase):
             {"server": {"timeout": "4500ms"}},
         ):
             with self.subTest(values=values):
-                docs = render(values)
+                docs = render(merged(ALL_WEBHOOKS, values))
                 timeout = duration_ms(arg(container(docs)["args"], "--timeout"))
                 for name, h in webhooks(docs).items():
                     self.assertLess(timeout, h["timeoutSeconds"] * 1000, name)
         self.assertEqual(arg(container(self.docs)["args"], "--timeout"), "4000ms")
         with self.assertRaisesRegex(helm.HelmRenderError, "server.timeout"):
-            render({"server": {"timeout": "5s"}})
+            render(merged(ALL_WEBHOOKS, {"server": {"timeout": "5s"}}))
         with self.assertRaisesRegex(helm.HelmRenderError, "server.timeout"):
-            render({"server": {"timeout": "6s"}, "webhooks": {"workloadMutation": {"timeoutSeconds": 6}}})
+            render(merged(ALL_WEBHOOKS, {"server": {"timeout": "6s"},
+                                         "webhooks": {"workloadMutation": {"timeoutSeconds": 6}}}))
+        # Only the webhooks actually registered count: with the default policies there is no
+        # workload validation webhook, so its (shorter) timeout does not shorten --timeout.
+        docs = render({"webhooks": {"workloadValidation": {"timeoutSeconds": 2}}})
+        self.assertNotIn("workloads.validate.fluxadmit.io", webhooks(docs))
+        self.assertEqual(arg(container(docs)["args"], "--timeout"), "4000ms")
+        docs = render(merged(ALL_WEBHOOKS, {"webhooks": {"workloadValidation": {"timeoutSeconds": 2}}}))
+        self.assertEqual(arg(container(docs)["args"], "--timeout"), "1000ms")
 
     def test_each_webhook_can_be_disabled(self):
         for key, name in (("fluxValidation", "flux.validate.fluxadmit.io"),
                           ("workloadValidation", "workloads.validate.fluxadmit.io"),
                           ("workloadMutation", "workloads.mutate.fluxadmit.io")):
             with self.subTest(webhook=key):
-                hooks = webhooks(render({"webhooks": {key: {"enabled": False}}}))
+                hooks = webhooks(render(merged(ALL_WEBHOOKS, {"webhooks": {key: {"enabled": False}}})))
                 self.assertNotIn(name, hooks)
                 self.assertEqual(len(hooks), 2)
-        docs = render({"webhooks": {k: {"enabled": False} for k in
-                                    ("fluxValidation", "workloadValidation", "workloadMutation")}})
+        docs = render(merged(ALL_WEBHOOKS, {"webhooks": {k: {"enabled": False} for k in
+                                                         ("fluxValidation", "workloadValidation",
+                                                          "workloadMutation")}}))
         self.assertEqual(of_kind(docs, "ValidatingWebhookConfiguration"), [])
         self.assertEqual(of_kind(docs, "MutatingWebhookConfiguration"), [])
 
 
+def policy_text(name: str, resources, rules, namespace_selector=None, charts=None) -> str:
+    """A DeploymentPolicy file's text."""
+    match = {"resources": resources}
+    if namespace_selector is not None:
+        match["namespaceSelector"] = namespace_selector
+    if charts is not None:
+        match["charts"] = charts
+    return yaml.safe_dump({"apiVersion": "fluxadmit.io/v1alpha1", "kind": "DeploymentPolicy",
+                           "metadata": {"name": name}, "spec": {"match": match, "rules": rules}})
+
+
+TENANT = {"key": "toolkit.fluxcd.io/tenant", "operator": "Exists"}
+FLUX_RESOURCES = [{"apiGroups": ["helm.toolkit.fluxcd.io"], "kinds": ["HelmRelease"]}]
+POD_RESOURCES = [{"apiGroups": [""], "kinds": ["Pod"]}]
+MUTATE_RULE = {"name": "m", "mutate": {"overlay": {"metadata": {"+(labels)": {"a": "b"}}}}}
+VALIDATE_RULE = {"name": "v", "requiredLabels": {"labels": ["team"]}}
+NO_DEFAULTS = {"defaultPolicies": {"enabled": False}}
+
+
+class Scope(unittest.TestCase):
+    """The workload webhooks follow the enabled policies: registered only when a policy can
+    match workloads and mutates (resp. validates) them, narrowed to the namespaces the
+    policies select when they all agree."""
+
+    def base_exprs(self, namespace=NAMESPACE):
+        return [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", namespace]},
+                IGNORE]
+
+    def ns_exprs(self, hook) -> list[dict]:
+        return hook["namespaceSelector"]["matchExpressions"]
+
+    def names(self, values) -> set[str]:
+        return set(webhooks(render(values)))
+
+    def test_defaults_mutation_only_in_tenant_namespaces(self):
+        docs = render()
+        hooks = webhooks(docs)
+        self.assertEqual(set(hooks), {"flux.validate.fluxadmit.io", "workloads.mutate.fluxadmit.io"})
+        self.assertEqual(one(docs, "ValidatingWebhookConfiguration")["webhooks"][0]["name"],
+                         "flux.validate.fluxadmit.io")
+        mutate = hooks["workloads.mutate.fluxadmit.io"]
+        self.assertEqual(self.ns_exprs(mutate), self.base_exprs() + [TENANT])
+        # The flux webhook is never narrowed by workload policies.
+        self.assertEqual(self.ns_exprs(hooks["flux.validate.fluxadmit.io"]), self.base_exprs())
+        sel = mutate["namespaceSelector"]
+        self.assertTrue(selector_matches(sel, {"kubernetes.io/metadata.name": "team-a",
+                                               "toolkit.fluxcd.io/tenant": "team-a"}))
+        self.assertFalse(selector_matches(sel, {"kubernetes.io/metadata.name": "default"}))
+        self.assertFalse(selector_matches(sel, {"kubernetes.io/metadata.name": "team-a",
+                                                "toolkit.fluxcd.io/tenant": "team-a", "fluxadmit.io/ignore": "true"}))
+        self.assertFalse(selector_matches(sel, {"kubernetes.io/metadata.name": "kube-system",
+                                                "toolkit.fluxcd.io/tenant": "x"}))
+
+    def test_validating_example_brings_workload_validation_back_unnarrowed(self):
+        hooks = webhooks(render({"examplePolicies": ["pod-security-restricted"]}))
+        self.assertEqual(set(hooks), {"flux.validate.fluxadmit.io", "workloads.validate.fluxadmit.io",
+                                      "workloads.mutate.fluxadmit.io"})
+        self.assertEqual(self.ns_exprs(hooks["workloads.validate.fluxadmit.io"]), self.base_exprs())
+        self.assertEqual(rule_resources(hooks["workloads.validate.fluxadmit.io"]), WORKLOAD_RESOURCES)
+        # The mutation webhook still follows the mutating policies only.
+        self.assertEqual(self.ns_exprs(hooks["workloads.mutate.fluxadmit.io"]), self.base_exprs() + [TENANT])
+
+    def test_image_pull_secrets_mutates_and_validates_in_tenant_namespaces(self):
+        hooks = webhooks(render(merged(NO_DEFAULTS, {"examplePolicies": ["image-pull-secrets"]})))
+        for name in ("workloads.validate.fluxadmit.io", "workloads.mutate.fluxadmit.io"):
+            self.assertEqual(self.ns_exprs(hooks[name]), self.base_exprs() + [TENANT], name)
+        # With the default mutation policy too: same selector, still narrowed.
+        hooks = webhooks(render({"examplePolicies": ["image-pull-secrets"]}))
+        self.assertEqual(self.ns_exprs(hooks["workloads.mutate.fluxadmit.io"]), self.base_exprs() + [TENANT])
+
+    def test_no_workload_policy_no_workload_webhook(self):
+        for values in (
+            NO_DEFAULTS,
+            {"defaultPolicies": {"exclude": ["restricted-security-context"]}},
+            {"defaultPolicies": {"exclude": ["restricted-security-context"]},
+             "examplePolicies": ["required-labels", "tiered-deployment", "wiz-kubernetes-integration"]},
+        ):
+            with self.subTest(values=values):
+                docs = render(values)
+                self.assertEqual(set(webhooks(docs)), {"flux.validate.fluxadmit.io"})
+                self.assertEqual(of_kind(docs, "MutatingWebhookConfiguration"), [])
+                self.assertEqual(len(of_kind(docs, "ValidatingWebhookConfiguration")), 1,
+                                 "the Flux webhook stays registered")
+
+    def test_what_covers_workloads(self):
+        flux = "flux.validate.fluxadmit.io"
+        val = "workloads.validate.fluxadmit.io"
+        for resources, charts, covers in (
+            ([], None, True),  # empty resources: every kind
+            ([{"kinds": ["*"]}], None, True),
+            ([{"apiGroups": ["*"], "kinds": ["Deployment"]}], None, True),
+            ([{"apiGroups": ["apps"], "kinds": ["Deployment"]}], None, True),
+            ([{"apiGroups": ["batch"], "kinds": ["CronJob"]}], None, True),
+            ([{"apiGroups": [""]}], None, True),  # empty kinds: every kind of the group
+            ([{"kinds": ["Pod"]}], None, True),  # empty apiGroups: any group
+            ([{"apiGroups": ["apps"], "kinds": ["Pod"]}], None, False),  # Pod is in the core group
+            ([{"apiGroups": [""], "kinds": ["Deployment"]}], None, False),
+            ([{"apiGroups": ["apps"], "kinds": ["pod"]}], None, False),  # kinds are case-sensitive
+            (FLUX_RESOURCES, None, False),
+            ([], ["podinfo"], False),  # match.charts selects HelmReleases only
+        ):
+            with self.subTest(resources=resources, charts=charts):
+                text = policy_text("p", resources, [VALIDATE_RULE], charts=charts)
+                names = self.names(merged(NO_DEFAULTS, {"extraPolicies": {"p.yaml": text}}))
+                self.assertEqual(val in names, covers)
+                self.assertIn(flux, names)
+                self.assertNotIn("workloads.mutate.fluxadmit.io", names)
+
+    def test_what_mutates_and_what_validates(self):
+        mut, val = "workloads.mutate.fluxadmit.io", "workloads.validate.fluxadmit.io"
+        registries = [{"pattern": "ghcr.io/acme/*", "secret": "ghcr"}]
+        for rules, expect in (
+            ([MUTATE_RULE], {mut}),
+            ([VALIDATE_RULE], {val}),
+            ([MUTATE_RULE, VALIDATE_RULE], {mut, val}),
+            ([{"name": "d", "dependsOn": {}}], {val}),
+            ([{"name": "s", "referencedSecrets": {}}], {val}),
+            ([{"name": "s", "requiredSecrets": {"secrets": [{"name": "x"}]}}], {val}),
+            ([{"name": "e", "expression": {"expression": "true", "message": "m"}}], {val}),
+            ([{"name": "p", "podSecurity": {"level": "baseline"}}], {val}),
+            ([{"name": "i", "imagePullSecrets": {}}], {val}),  # validate defaults to true
+            ([{"name": "i", "imagePullSecrets": {"validate": False}}], set()),
+            ([{"name": "i", "imagePullSecrets": {"validate": False, "registries": registries}}], {mut}),
+            ([{"name": "i", "imagePullSecrets": {"registries": registries}}], {mut, val}),
+            ([], set()),
+        ):
+            with self.subTest(rules=rules):
+                text = policy_text("p", POD_RESOURCES, rules)
+                names = self.names(merged(NO_DEFAULTS, {"extraPolicies": {"p.yaml": text}}))
+                self.assertEqual(names - {"flux.validate.fluxadmit.io"}, expect)
+
+    def test_narrowing_needs_every_policy_to_agree(self):
+        mut = "workloads.mutate.fluxadmit.io"
+        other = {"matchLabels": {"team": "a"}, "matchExpressions": [{"key": "tier", "operator": "In",
+                                                                      "values": ["web", "api"]}]}
+        # Alone, a selector with matchLabels narrows: labels become In expressions.
+        text = policy_text("p", POD_RESOURCES, [MUTATE_RULE], namespace_selector=other)
+        hooks = webhooks(render(merged(NO_DEFAULTS, {"extraPolicies": {"p.yaml": text}})))
+        self.assertEqual(self.ns_exprs(hooks[mut]), self.base_exprs() + [
+            {"key": "team", "operator": "In", "values": ["a"]},
+            {"key": "tier", "operator": "In", "values": ["web", "api"]}])
+        # With the default policy (tenant selector): two different selectors, no narrowing.
+        hooks = webhooks(render({"extraPolicies": {"p.yaml": text}}))
+        self.assertEqual(self.ns_exprs(hooks[mut]), self.base_exprs())
+        # A mutating workload policy without a namespaceSelector: no narrowing.
+        text = policy_text("p", POD_RESOURCES, [MUTATE_RULE])
+        hooks = webhooks(render({"extraPolicies": {"p.yaml": text}}))
+        self.assertEqual(self.ns_exprs(hooks[mut]), self.base_exprs())
+        # The same selector as the default policy: still narrowed.
+        text = policy_text("p", POD_RESOURCES, [MUTATE_RULE], namespace_selector={"matchExpressions": [TENANT]})
+        hooks = webhooks(render({"extraPolicies": {"p.yaml": text}}))
+        self.assertEqual(self.ns_exprs(hooks[mut]), self.base_exprs() + [TENANT])
+        # A policy that does not cover workloads has no say.
+        text = policy_text("p", FLUX_RESOURCES, [VALIDATE_RULE])
+        hooks = webhooks(render({"extraPolicies": {"p.yaml": text}}))
+        self.assertEqual(self.ns_exprs(hooks[mut]), self.base_exprs() + [TENANT])
+        self.assertNotIn("workloads.validate.fluxadmit.io", hooks)
+
+    def test_unreadable_policies_cover_everything(self):
+        every = {"flux.validate.fluxadmit.io", "workloads.validate.fluxadmit.io", "workloads.mutate.fluxadmit.io"}
+        for values in (
+            {"extraPolicies": {"broken.yaml": "spec: [unclosed\n"}},
+            {"extraPolicies": {"list.yaml": "- a\n- b\n"}},
+            {"extraPolicies": {"nospec.yaml": "apiVersion: fluxadmit.io/v1alpha1\nkind: DeploymentPolicy\n"
+                                              "metadata: {name: x}\n"}},
+            {"policyResources": True},  # DeploymentPolicy objects in the cluster: unknown to the chart
+        ):
+            with self.subTest(values=values):
+                hooks = webhooks(render(values))
+                self.assertEqual(set(hooks), every)
+                for name in ("workloads.validate.fluxadmit.io", "workloads.mutate.fluxadmit.io"):
+                    self.assertEqual(self.ns_exprs(hooks[name]), self.base_exprs(), name)
+        # A comment-only file is nothing at all.
+        self.assertEqual(self.names({"extraPolicies": {"x.yaml": "# x\n"}}),
+                         {"flux.validate.fluxadmit.io", "workloads.mutate.fluxadmit.io"})
+
+    def test_every_document_of_a_file_counts(self):
+        flux_only = policy_text("a", FLUX_RESOURCES, [VALIDATE_RULE])
+        workloads = policy_text("b", POD_RESOURCES, [VALIDATE_RULE])
+        as_list = yaml.safe_dump({"apiVersion": "v1", "kind": "List",
+                                  "items": [yaml.safe_load(flux_only), yaml.safe_load(workloads)]})
+        as_json = json.dumps(yaml.safe_load(workloads))
+        for name, text in (("multi.yaml", f"{flux_only}---\n{workloads}"),
+                           ("multi.yaml", f"---\n{flux_only}--- # second\n{workloads}...\n"),
+                           ("list.yaml", as_list), ("p.json", as_json)):
+            with self.subTest(text=text):
+                names = self.names(merged(NO_DEFAULTS, {"extraPolicies": {name: text}}))
+                self.assertIn("workloads.validate.fluxadmit.io", names)
+        names = self.names(merged(NO_DEFAULTS, {"extraPolicies": {"multi.yaml": f"{flux_only}---\n{flux_only}"}}))
+        self.assertEqual(names, {"flux.validate.fluxadmit.io"})
+
+    def test_switches_still_win(self):
+        values = merged(ALL_WEBHOOKS, {"webhooks": {"workloadValidation": {"enabled": False},
+                                                    "workloadMutation": {"enabled": False}}})
+        self.assertEqual(self.names(values), {"flux.validate.fluxadmit.io"})
+        # Only the workload validation webhook: the ValidatingWebhookConfiguration holds just it.
+        docs = render(merged(ALL_WEBHOOKS, {"webhooks": {"fluxValidation": {"enabled": False}}}))
+        self.assertEqual([w["name"] for w in one(docs, "ValidatingWebhookConfiguration")["webhooks"]],
+                         ["workloads.validate.fluxadmit.io"])
+
+    def test_notes_say_why_a_webhook_is_missing(self):
+        notes = next(t for p, t in chart().render({}, name=RELEASE, namespace=NAMESPACE, is_install=True).items()
+                     if p.endswith("NOTES.txt"))
+        self.assertIn("workload validation: not registered: no enabled policy validates workloads", notes)
+        self.assertIn("workload mutation:   failurePolicy Ignore, 5s", notes)
+
+
+class Lockout(unittest.TestCase):
+    """fluxadmit never locks Flux out of repairing fluxadmit: the exemption label and the
+    objects applied by the Flux owners of exemptFluxOwners skip every webhook."""
+
+    OWNERS = {"webhooks": {"exemptFluxOwners": {"kustomizations": ["flux-system", "infra-controllers"],
+                                                "helmReleases": ["fluxadmit"]}}}
+
+    def test_ignore_label_on_every_webhook(self):
+        hooks = webhooks(render(ALL_WEBHOOKS))
+        self.assertEqual(len(hooks), 3)
+        for name, h in hooks.items():
+            with self.subTest(webhook=name):
+                self.assertIn(IGNORE, h["namespaceSelector"]["matchExpressions"])
+                self.assertIn(IGNORE, h["objectSelector"]["matchExpressions"])
+                self.assertNotIn("matchLabels", h["objectSelector"])
+                for sel in (h["namespaceSelector"], h["objectSelector"]):
+                    self.assertTrue(selector_matches(sel, {"kubernetes.io/metadata.name": "apps",
+                                                           "toolkit.fluxcd.io/tenant": "apps"}),
+                                    "objects and namespaces without the label are seen")
+                    self.assertTrue(selector_matches(sel, {"kubernetes.io/metadata.name": "apps",
+                                                           "toolkit.fluxcd.io/tenant": "apps",
+                                                           "fluxadmit.io/ignore": "false"}))
+                    self.assertFalse(selector_matches(sel, {"kubernetes.io/metadata.name": "apps",
+                                                            "toolkit.fluxcd.io/tenant": "apps",
+                                                            "fluxadmit.io/ignore": "true"}))
+
+    def test_default_exempts_flux_bootstrap(self):
+        self.assertEqual(chart().values["webhooks"]["exemptFluxOwners"],
+                         {"kustomizations": ["flux-system"], "helmReleases": []})
+        for name, h in webhooks(render(ALL_WEBHOOKS)).items():
+            with self.subTest(webhook=name):
+                self.assertEqual(h["objectSelector"]["matchExpressions"], [
+                    IGNORE, {"key": "kustomize.toolkit.fluxcd.io/name", "operator": "NotIn",
+                             "values": ["flux-system"]}])
+
+    def test_exempt_flux_owners_render_into_object_selector(self):
+        hooks = webhooks(render(merged(ALL_WEBHOOKS, self.OWNERS)))
+        self.assertEqual(len(hooks), 3)
+        for name, h in hooks.items():
+            with self.subTest(webhook=name):
+                sel = h["objectSelector"]
+                self.assertEqual(sel["matchExpressions"], [
+                    IGNORE,
+                    {"key": "kustomize.toolkit.fluxcd.io/name", "operator": "NotIn",
+                     "values": ["flux-system", "infra-controllers"]},
+                    {"key": "helm.toolkit.fluxcd.io/name", "operator": "NotIn", "values": ["fluxadmit"]},
+                ])
+                # fluxadmit's HelmRelease, applied by infra-controllers: never sent to fluxadmit.
+                self.assertFalse(selector_matches(sel, {"kustomize.toolkit.fluxcd.io/name": "infra-controllers",
+                                                        "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}))
+                # What the fluxadmit HelmRelease installs.
+                self.assertFalse(selector_matches(sel, {"helm.toolkit.fluxcd.io/name": "fluxadmit",
+                                                        "helm.toolkit.fluxcd.io/namespace": "flux-system"}))
+                # Everything else Flux applies is still seen.
+                self.assertTrue(selector_matches(sel, {"kustomize.toolkit.fluxcd.io/name": "apps",
+                                                       "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}))
+                self.assertTrue(selector_matches(sel, {"helm.toolkit.fluxcd.io/name": "podinfo"}))
+                self.assertTrue(selector_matches(sel, {}))
+
+    def test_empty_lists_render_no_expression(self):
+        values = merged(ALL_WEBHOOKS, {"webhooks": {"exemptFluxOwners": {"kustomizations": [], "helmReleases": []}}})
+        for name, h in webhooks(render(values)).items():
+            with self.subTest(webhook=name):
+                self.assertEqual(h["objectSelector"]["matchExpressions"], [IGNORE])
+        values = merged(ALL_WEBHOOKS, {"webhooks": {"exemptFluxOwners": {"kustomizations": [],
+                                                                         "helmReleases": ["fluxadmit"]}}})
+        for name, h in webhooks(render(values)).items():
+            with self.subTest(webhook=name):
+                self.assertEqual(h["objectSelector"]["matchExpressions"], [
+                    IGNORE, {"key": "helm.toolkit.fluxcd.io/name", "operator": "NotIn", "values": ["fluxadmit"]}])
+
+    def test_schema_checks_exempt_flux_owners(self):
+        chart().validate_schema(self.OWNERS)
+        for bad, pattern in (
+            ({"kustomizations": "flux-system"}, "array"),
+            ({"helmReleases": [1]}, "string"),
+            ({"kustomization": ["flux-system"]}, "kustomization"),
+            ({"kustomizations": ["Flux System"]}, "pattern"),
+            ({"kustomizations": ["a" * 64]}, "64|63|long"),
+            ({"helmReleases": ["x", "x"]}, "unique|duplicate|x"),
+        ):
+            with self.subTest(bad=bad):
+                with self.assertRaisesRegex(helm.HelmValuesError, pattern):
+                    chart().validate_schema({"webhooks": {"exemptFluxOwners": bad}})
+        with self.assertRaises(helm.HelmValuesError):
+            render({"webhooks": {"exemptFluxOwners": {"kustomizations": "flux-system"}}})
+
+    def test_values_document_the_failure_modes(self):
+        lines = (CHART / "values.yaml").read_text().splitlines()
+        i = lines.index("webhooks:")
+        j = i
+        while lines[j - 1].startswith("#"):
+            j -= 1
+        comment = "\n".join(lines[j:i])
+        for needle in ("fails closed", "failurePolicy Fail", "fail open", "failurePolicy", "Ignore",
+                       "fluxadmit.io/ignore", "exemptFluxOwners"):
+            self.assertIn(needle, comment)
+
+
 class Certificates(unittest.TestCase):
     def test_helm_mode_secret_and_ca_bundle(self):
-        docs = render()
+        docs = render(ALL_WEBHOOKS)
         secret = one(docs, "Secret")
         self.assertEqual(secret["type"], "kubernetes.io/tls")
         self.assertEqual(set(secret["data"]), {"ca.crt", "tls.crt", "tls.key"})
@@ -541,7 +895,7 @@ class Certificates(unittest.TestCase):
             self.assertEqual(sans, set(SVC_DNS))
 
     def test_cert_manager_mode(self):
-        docs = render({"certificates": {"mode": "certManager"}})
+        docs = render(merged(ALL_WEBHOOKS, {"certificates": {"mode": "certManager"}}))
         self.assertEqual(of_kind(docs, "Secret"), [])
         issuers = {d["metadata"]["name"]: d["spec"] for d in of_kind(docs, "Issuer")}
         self.assertEqual(issuers, {"fluxadmit-selfsigned": {"selfSigned": {}},
@@ -588,6 +942,9 @@ class Rbac(unittest.TestCase):
     BASE = {
         ("helm.toolkit.fluxcd.io", "helmreleases"),
         ("kustomize.toolkit.fluxcd.io", "kustomizations"),
+        # Sources a HelmRelease's spec.chartRef points at.
+        ("source.toolkit.fluxcd.io", "ocirepositories"),
+        ("source.toolkit.fluxcd.io", "helmcharts"),
         ("", "namespaces"),
         ("", "serviceaccounts"),
         ("", "secrets"),

@@ -158,6 +158,8 @@ impl ClusterView {
         merge_index(&mut self.service_accounts, other.service_accounts);
         merge_index(&mut self.secrets, other.secrets);
         merge_index(&mut self.config_maps, other.config_maps);
+        merge_index(&mut self.oci_repositories, other.oci_repositories);
+        merge_index(&mut self.helm_charts, other.helm_charts);
         self.namespaces.extend(other.namespaces);
         self.tracks_config_maps |= other.tracks_config_maps;
     }

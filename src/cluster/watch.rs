@@ -67,6 +67,21 @@ impl LiveView {
         }
     }
 
+    /// A watch of an optional kind failed because the API server does not serve it (404: CRD
+    /// not installed, or not at the version watched) or does not let us list it (403). Until
+    /// its first list succeeds, the kind counts as listed and empty, so readiness does not hang
+    /// on it; the watcher keeps retrying and a later list fills it in. Returns true when this
+    /// changed the view's readiness. Other kinds, and other errors, are left to the retry.
+    pub fn unavailable(&mut self, kind: Tracked, error: &watcher::Error) -> bool {
+        if !kind.is_optional() || self.synced.contains(&kind) || !is_absent(error) {
+            return false;
+        }
+        self.buffers.remove(&kind);
+        self.view.replace_kind(kind, ClusterView::default());
+        self.synced.insert(kind);
+        true
+    }
+
     /// Whether every watched kind has been listed once.
     pub fn is_synced(&self) -> bool {
         self.kinds.iter().all(|k| self.synced.contains(k))
@@ -77,7 +92,22 @@ impl LiveView {
     }
 }
 
-/// The object as JSON for the view to reduce; the object itself is dropped here.
+/// Whether a watch error says the resource is not there for us: 404 (not served: a missing
+/// CRD, or a version the cluster does not serve) or 403 (RBAC does not grant list/watch).
+fn is_absent(error: &watcher::Error) -> bool {
+    let status = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s,
+        watcher::Error::WatchError(s) => s,
+        _ => return false,
+    };
+    matches!(status.code, 403 | 404)
+}
+
+/// The object as JSON for the view to reduce; the object itself is dropped here. The view
+/// keeps only what the rules read (Secrets: type and key names; OCIRepository: the chart name
+/// from `spec.url`; HelmChart: `spec.chart`), so this copy lives for one event.
 fn reduce(obj: DynamicObject) -> serde_json::Value {
     serde_json::to_value(&obj).unwrap_or_default()
 }
@@ -138,6 +168,16 @@ pub async fn run_all<F>(
                 None => return,
                 Some((Some(kind), Ok(event))) => dirty |= live.handle(kind, event),
                 Some((None, Ok(event))) => dirty |= resources.handle(event),
+                Some((Some(kind), Err(e))) if kind.is_optional() && is_absent(&e) => {
+                    if live.unavailable(kind, &e) {
+                        dirty = true;
+                        tracing::warn!(?kind, error = %e,
+                            "not served or not allowed: counted as empty, so HelmReleases whose \
+                             spec.chartRef names one do not resolve to a chart; retrying");
+                    } else {
+                        tracing::debug!(?kind, error = %e, "watch failed; retrying");
+                    }
+                }
                 Some((kind, Err(e))) => tracing::warn!(?kind, error = %e, "watch failed; retrying"),
             },
             _ = tick.tick() => {

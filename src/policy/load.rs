@@ -245,6 +245,7 @@ pub fn compile_spec(
         name: name.to_owned(),
         source: source.to_owned(),
         action: spec.action,
+        allow_existing_violations: spec.allow_existing_violations,
         matcher,
         exclude,
         rules,

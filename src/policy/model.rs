@@ -30,6 +30,11 @@ pub struct DeploymentPolicySpec {
     /// Requests that the policy skips even when `match` selects them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude: Option<Match>,
+    /// On UPDATE, a violation the object already had before the update is admitted with a
+    /// warning (default true), as Kyverno's `allowExistingViolations` and Pod Security
+    /// Admission's unchanged-pod exemption do. `false` denies it on every update.
+    #[serde(default = "default_true")]
+    pub allow_existing_violations: bool,
     /// The rules, evaluated in order.
     pub rules: Vec<RuleSpec>,
 }

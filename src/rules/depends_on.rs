@@ -139,7 +139,7 @@ impl DependsOn {
                     "dependency cycle: {}; Flux would wait on it forever",
                     text.join(" → ")
                 ),
-            ));
+            ).on_other());
             return;
         }
         if let Some(max) = self.max_depth {
@@ -148,7 +148,7 @@ impl DependsOn {
                 out.push(Finding::error(
                     "spec.dependsOn",
                     format!("dependency chain from {me} is {depth} deep; the policy allows at most {max}"),
-                ));
+                ).on_other());
             }
         }
     }
@@ -176,8 +176,8 @@ impl DependsOn {
             )
         };
         match self.missing {
-            Severity::Deny => out.push(Finding::error(path, message)),
-            Severity::Warn => out.push(Finding::warning(path, message)),
+            Severity::Deny => out.push(Finding::error(path, message).on_other()),
+            Severity::Warn => out.push(Finding::warning(path, message).on_other()),
             Severity::Ignore => {}
         }
     }
@@ -214,12 +214,12 @@ impl DependsOn {
             Some(Ok(theirs)) if theirs >= *mine => out.push(Finding::error(
                 path,
                 format!("{me} (tier {mine}) depends on {key} (tier {theirs}); an object may depend only on lower tiers"),
-            )),
+            ).on_other()),
             Some(Ok(_)) => {}
             Some(Err(_)) | None if self.require_tiers => out.push(Finding::error(
                 path,
                 format!("{me} (tier {mine}) depends on {key}, which has no valid {label:?} tier label"),
-            )),
+            ).on_other()),
             _ => {}
         }
     }

@@ -189,11 +189,11 @@ fn check_pull_secret(view: &ClusterView, ns: &str, name: &str, path: &str, out: 
         None => out.push(Finding::error(
             path,
             format!("image pull Secret {ns}/{name} not found; pods in {ns:?} cannot pull their images"),
-        )),
+        ).on_other()),
         Some(s) if !PULL_TYPES.contains(&s.type_.as_str()) => out.push(Finding::error(
             path,
             format!("image pull Secret {ns}/{name} has type {:?}; expected kubernetes.io/dockerconfigjson", s.type_),
-        )),
+        ).on_other()),
         Some(_) => {}
     }
 }

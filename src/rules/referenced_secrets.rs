@@ -76,7 +76,7 @@ impl ReferencedSecrets {
                         "{} {}/{} not found; Flux reads it in namespace {:?}",
                         r.kind, r.namespace, r.name, r.namespace
                     ),
-                ));
+                ).on_other());
             }
             return;
         };
@@ -88,7 +88,7 @@ impl ReferencedSecrets {
                     out.push(Finding::error(
                         &r.path,
                         format!("{what} has no key {k:?} (keys: {})", list(keys)),
-                    ));
+                    ).on_other());
                 }
             }
             Need::AnyOf(options) => {
@@ -96,7 +96,7 @@ impl ReferencedSecrets {
                     out.push(Finding::error(
                         &r.path,
                         format!("{what} has none of the keys {} that Flux reads a kubeconfig from (keys: {})", options.join(", "), list(keys)),
-                    ));
+                    ).on_other());
                 }
             }
             Need::Decryption => {
@@ -107,7 +107,7 @@ impl ReferencedSecrets {
                             "{what} has no key Flux uses for SOPS decryption (*.asc, *.agekey, sops.vault-token, sops.aws-kms, sops.azure-kv, sops.gcp-kms); keys: {}",
                             list(keys)
                         ),
-                    ));
+                    ).on_other());
                 }
             }
             Need::VariableNames => {
@@ -123,7 +123,7 @@ impl ReferencedSecrets {
                             "{what} has keys that are not valid substitution variable names ({}); every key becomes a variable, so the build fails",
                             bad.join(", ")
                         ),
-                    ));
+                    ).on_other());
                 }
             }
         }

@@ -45,7 +45,7 @@ impl RequiredSecrets {
                 out.push(Finding::error(
                     "",
                     format!("Secret {ns}/{} required by {who} not found; create it before the release installs", s.name),
-                ));
+                ).on_other());
                 continue;
             };
             if let Some(t) = &s.type_
@@ -57,7 +57,7 @@ impl RequiredSecrets {
                         "Secret {ns}/{} required by {who} has type {:?}, expected {t:?}",
                         s.name, found.type_
                     ),
-                ));
+                ).on_other());
             }
             let missing: Vec<&str> = s
                 .keys
@@ -78,7 +78,7 @@ impl RequiredSecrets {
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
-                ));
+                ).on_other());
             }
         }
     }

@@ -147,13 +147,20 @@ fn not_ready(s: &AppState, mode: Mode, body: &[u8]) -> Response {
         Err(e) => return bad(&s.metrics, "malformed", StatusCode::BAD_REQUEST, e),
     };
     let why = "fluxadmit is not ready (cluster view not synced)";
-    let verdict = match s.failure {
-        FailureMode::Allow => crate::admission::Verdict {
+    let verdict = match (mode, s.failure) {
+        // The workload mutation is a default, never a gate: unready, admit unchanged. A
+        // denial here would stop every pod in scope from being created.
+        (Mode::Mutate, _) => crate::admission::Verdict {
+            allowed: true,
+            warnings: vec![format!("{why}: admitted without fluxadmit's defaults")],
+            ..Default::default()
+        },
+        (_, FailureMode::Allow) => crate::admission::Verdict {
             allowed: true,
             warnings: vec![format!("{why}: admitted unchecked")],
             ..Default::default()
         },
-        FailureMode::Deny => crate::admission::Verdict {
+        (_, FailureMode::Deny) => crate::admission::Verdict {
             allowed: false,
             message: format!("{why}: retry shortly"),
             ..Default::default()
@@ -333,6 +340,18 @@ mod tests {
         assert_eq!(v["response"]["allowed"], false);
         assert!(
             v["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not ready")
+        );
+
+        // /mutate never denies for being unready, whatever the failure mode: no patch, a warning.
+        let (code, v) = post(st.clone(), "/mutate", REVIEW).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(v["response"]["allowed"], true);
+        assert!(v["response"].get("patch").is_none(), "{v}");
+        assert!(
+            v["response"]["warnings"][0]
                 .as_str()
                 .unwrap()
                 .contains("not ready")

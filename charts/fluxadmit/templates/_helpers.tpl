@@ -74,12 +74,13 @@ app.kubernetes.io/part-of: fluxadmit
 {{- end -}}
 {{- end -}}
 
-{{/* The smallest timeoutSeconds of the enabled webhooks (30, the API maximum, when none is). */}}
+{{/* The smallest timeoutSeconds of the rendered webhooks (30, the API maximum, when none is). */}}
 {{- define "fluxadmit.minWebhookTimeout" -}}
 {{- $min := 30 -}}
+{{- $rendered := include "fluxadmit.renderedWebhooks" . | fromJson -}}
 {{- range $key := list "fluxValidation" "workloadValidation" "workloadMutation" -}}
 {{- $w := index $.Values.webhooks $key -}}
-{{- if and $w.enabled (lt (int $w.timeoutSeconds) $min) -}}
+{{- if and (index $rendered $key) (lt (int $w.timeoutSeconds) $min) -}}
 {{- $min = int $w.timeoutSeconds -}}
 {{- end -}}
 {{- end -}}
@@ -122,9 +123,18 @@ app.kubernetes.io/part-of: fluxadmit
 {{- end -}}
 {{- end -}}
 
-{{/* The namespaceSelector every webhook uses: never kube-system nor the release namespace. */}}
-{{- define "fluxadmit.namespaceSelector" -}}
-{{- $excluded := concat (list "kube-system" .Release.Namespace) .Values.webhooks.excludedNamespaces | uniq -}}
+{{/*
+The namespaceSelector and objectSelector of a webhook: (dict "root" $ "narrow" <selector>).
+Never kube-system, the release namespace, webhooks.excludedNamespaces, nor a namespace or an
+object labelled fluxadmit.io/ignore=true (NotIn also matches when the label is absent); never
+the objects applied by the Flux Kustomizations and HelmReleases of webhooks.exemptFluxOwners.
+"narrow" (a policy namespaceSelector from fluxadmit.workloadScope) is ANDed in: matchLabels as
+In expressions, then its matchExpressions.
+*/}}
+{{- define "fluxadmit.selectors" -}}
+{{- $root := .root -}}
+{{- $excluded := concat (list "kube-system" $root.Release.Namespace) $root.Values.webhooks.excludedNamespaces | uniq -}}
+{{- $owners := $root.Values.webhooks.exemptFluxOwners | default dict -}}
 namespaceSelector:
   matchExpressions:
     - key: kubernetes.io/metadata.name
@@ -133,6 +143,40 @@ namespaceSelector:
         {{- range $excluded }}
         - {{ . | quote }}
         {{- end }}
+    - key: fluxadmit.io/ignore
+      operator: NotIn
+      values: ["true"]
+    {{- with .narrow }}
+    {{- range $key, $value := .matchLabels }}
+    - key: {{ $key | quote }}
+      operator: In
+      values: [{{ $value | toString | quote }}]
+    {{- end }}
+    {{- range .matchExpressions }}
+    - {{ toJson . }}
+    {{- end }}
+    {{- end }}
+objectSelector:
+  matchExpressions:
+    - key: fluxadmit.io/ignore
+      operator: NotIn
+      values: ["true"]
+    {{- with $owners.kustomizations }}
+    - key: kustomize.toolkit.fluxcd.io/name
+      operator: NotIn
+      values:
+        {{- range . }}
+        - {{ . | quote }}
+        {{- end }}
+    {{- end }}
+    {{- with $owners.helmReleases }}
+    - key: helm.toolkit.fluxcd.io/name
+      operator: NotIn
+      values:
+        {{- range . }}
+        - {{ . | quote }}
+        {{- end }}
+    {{- end }}
 {{- end -}}
 
 {{/* The policies ConfigMap data: defaults, opt-in examples, extraPolicies. */}}
@@ -176,6 +220,194 @@ namespaceSelector:
 {{- toYaml $data -}}
 {{- end -}}
 
+{{/*
+What one policy document means for the workload webhooks, as JSON:
+  {"workloads": bool, "mutates": bool, "validates": bool, "namespaceSelector": <map or absent>}
+workloads: spec.match can select a Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or
+  CronJob (resources empty, or an entry whose kinds are empty, hold "*" or the kind, and whose
+  apiGroups are empty, hold "*" or the kind's group; match.charts set selects HelmReleases only).
+mutates: a rule has `mutate`, or `imagePullSecrets` with registries.
+validates: a rule has any other rule kind, or `imagePullSecrets` whose validate is not false.
+A document of an unexpected shape (the server refuses it anyway) counts as a policy that
+covers every workload, mutates and validates, in every namespace: never narrower than real.
+*/}}
+{{- define "fluxadmit.policyScope" -}}
+{{- $all := dict "workloads" true "mutates" true "validates" true -}}
+{{- $spec := .spec -}}
+{{- if not (kindIs "map" $spec) -}}
+{{- toJson $all -}}
+{{- else -}}
+{{- $match := $spec.match | default dict -}}
+{{- $rules := $spec.rules | default list -}}
+{{- $resources := list -}}
+{{- $charts := list -}}
+{{- $ok := and (kindIs "map" $match) (kindIs "slice" $rules) -}}
+{{- if $ok -}}
+{{- $resources = $match.resources | default list -}}
+{{- $charts = $match.charts | default list -}}
+{{- $ok = and (kindIs "slice" $resources) (kindIs "slice" $charts) -}}
+{{- end -}}
+{{- if not $ok -}}
+{{- toJson $all -}}
+{{- else -}}
+{{- $out := dict "workloads" false "mutates" false "validates" false -}}
+{{- /* Workloads: the kinds of fluxadmit.workloadRules and their API groups. */ -}}
+{{- $kindGroups := dict "Pod" "" "Deployment" "apps" "StatefulSet" "apps" "DaemonSet" "apps" "ReplicaSet" "apps" "Job" "batch" "CronJob" "batch" -}}
+{{- if $charts -}}
+{{- /* match.charts selects HelmReleases only. */ -}}
+{{- else if not $resources -}}
+{{- $_ := set $out "workloads" true -}}
+{{- else -}}
+{{- range $r := $resources -}}
+{{- if not (kindIs "map" $r) -}}
+{{- $_ := set $out "workloads" true -}}
+{{- else -}}
+{{- $groups := $r.apiGroups | default list -}}
+{{- $kinds := $r.kinds | default list -}}
+{{- if not (and (kindIs "slice" $groups) (kindIs "slice" $kinds)) -}}
+{{- $_ := set $out "workloads" true -}}
+{{- else -}}
+{{- range $kind, $group := $kindGroups -}}
+{{- if and (or (not $kinds) (has "*" $kinds) (has $kind $kinds)) (or (not $groups) (has "*" $groups) (has $group $groups)) -}}
+{{- $_ := set $out "workloads" true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $rule := $rules -}}
+{{- if not (kindIs "map" $rule) -}}
+{{- $_ := set $out "mutates" true -}}
+{{- $_ := set $out "validates" true -}}
+{{- else -}}
+{{- range $key, $value := $rule -}}
+{{- if eq $key "name" -}}
+{{- else if eq $key "mutate" -}}
+{{- $_ := set $out "mutates" true -}}
+{{- else if eq $key "imagePullSecrets" -}}
+{{- $ips := $value | default dict -}}
+{{- if not (kindIs "map" $ips) -}}
+{{- $_ := set $out "mutates" true -}}
+{{- $_ := set $out "validates" true -}}
+{{- else -}}
+{{- if $ips.registries -}}
+{{- $_ := set $out "mutates" true -}}
+{{- end -}}
+{{- if not (and (hasKey $ips "validate") (eq (toString $ips.validate) "false")) -}}
+{{- $_ := set $out "validates" true -}}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{- /* requiredLabels, dependsOn, referencedSecrets, requiredSecrets, expression, podSecurity, or a kind this chart does not know yet. */ -}}
+{{- $_ := set $out "validates" true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- /* A namespaceSelector is kept only in a shape the webhook can carry. */ -}}
+{{- $sel := $match.namespaceSelector -}}
+{{- if kindIs "map" $sel -}}
+{{- $good := true -}}
+{{- range $key, $value := $sel -}}
+{{- if not (has $key (list "matchLabels" "matchExpressions")) -}}
+{{- $good = false -}}
+{{- end -}}
+{{- end -}}
+{{- $labels := $sel.matchLabels | default dict -}}
+{{- $exprs := $sel.matchExpressions | default list -}}
+{{- if not (and (kindIs "map" $labels) (kindIs "slice" $exprs)) -}}
+{{- $good = false -}}
+{{- else -}}
+{{- range $key, $value := $labels -}}
+{{- if not (kindIs "string" $value) -}}
+{{- $good = false -}}
+{{- end -}}
+{{- end -}}
+{{- range $e := $exprs -}}
+{{- if not (and (kindIs "map" $e) (kindIs "string" $e.key) (has $e.operator (list "In" "NotIn" "Exists" "DoesNotExist"))) -}}
+{{- $good = false -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $good -}}
+{{- $_ := set $out "namespaceSelector" (dict "matchLabels" $labels "matchExpressions" $exprs) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The workload webhooks the enabled policies need, as JSON:
+  {"mutate":   {"needed": bool, "namespaceSelector": <map or absent>},
+   "validate": {"needed": bool, "namespaceSelector": <map or absent>}}
+needed: some enabled policy covers workloads and mutates (resp. validates), see
+fluxadmit.policyScope. namespaceSelector: set when every such policy has a namespaceSelector and
+they are all equal: the webhook then only sees the namespaces the policies can select.
+Policies the chart cannot read count as covering every workload everywhere: an extraPolicies
+text fromYaml cannot parse, and, with policyResources, the DeploymentPolicy objects in the
+cluster.
+*/}}
+{{- define "fluxadmit.workloadScope" -}}
+{{- $scopes := list -}}
+{{- $everything := dict "workloads" true "mutates" true "validates" true -}}
+{{- if .Values.policyResources -}}
+{{- $scopes = append $scopes $everything -}}
+{{- end -}}
+{{- range $file, $text := include "fluxadmit.policies" . | fromYaml -}}
+{{- range $part := regexSplit `(?m)^---(?:[ \t]|$)` (toString $text) -1 -}}
+{{- $doc := fromYaml $part -}}
+{{- if hasKey $doc "Error" -}}
+{{- $scopes = append $scopes $everything -}}
+{{- else if and (hasSuffix "List" (toString $doc.kind)) (hasKey $doc "items") -}}
+{{- /* A v1 List, as the server reads it: one policy per item. */ -}}
+{{- range $item := (kindIs "slice" $doc.items | ternary $doc.items (list "not a policy")) -}}
+{{- if and (kindIs "map" $item) (not (hasSuffix "List" (toString $item.kind))) -}}
+{{- $scopes = append $scopes (include "fluxadmit.policyScope" $item | fromJson) -}}
+{{- else -}}
+{{- $scopes = append $scopes $everything -}}
+{{- end -}}
+{{- end -}}
+{{- else if $doc -}}
+{{- $scopes = append $scopes (include "fluxadmit.policyScope" $doc | fromJson) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $out := dict -}}
+{{- range $sort, $flag := dict "mutate" "mutates" "validate" "validates" -}}
+{{- $needed := false -}}
+{{- $selectors := list -}}
+{{- range $s := $scopes -}}
+{{- if and $s.workloads (index $s $flag) -}}
+{{- $needed = true -}}
+{{- $selectors = append $selectors (hasKey $s "namespaceSelector" | ternary (toJson $s.namespaceSelector) "") -}}
+{{- end -}}
+{{- end -}}
+{{- $result := dict "needed" $needed -}}
+{{- if and $needed (not (has "" $selectors)) (eq (len (uniq $selectors)) 1) -}}
+{{- $_ := set $result "namespaceSelector" (first $selectors | fromJson) -}}
+{{- end -}}
+{{- $_ := set $out $sort $result -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/*
+Which webhooks are rendered, as JSON {"fluxValidation": bool, "workloadValidation": bool,
+"workloadMutation": bool}: the flux webhook when enabled, a workload webhook when enabled and
+needed by the enabled policies (fluxadmit.workloadScope).
+*/}}
+{{- define "fluxadmit.renderedWebhooks" -}}
+{{- $scope := include "fluxadmit.workloadScope" . | fromJson -}}
+{{- $hooks := .Values.webhooks -}}
+{{- $rendered := dict "fluxValidation" $hooks.fluxValidation.enabled -}}
+{{- $_ := set $rendered "workloadValidation" (and $hooks.workloadValidation.enabled $scope.validate.needed) -}}
+{{- $_ := set $rendered "workloadMutation" (and $hooks.workloadMutation.enabled $scope.mutate.needed) -}}
+{{- toJson $rendered -}}
+{{- end -}}
+
 {{/* Webhook configuration annotations: cert-manager's cainjector fills the caBundle. */}}
 {{- define "fluxadmit.webhookAnnotations" -}}
 {{- if eq .mode "certManager" -}}
@@ -184,7 +416,7 @@ annotations:
 {{- end -}}
 {{- end -}}
 
-{{/* Fields shared by every webhook: (dict root caBundle mode path hook). */}}
+{{/* Fields shared by every webhook: (dict root caBundle mode path hook [narrow]). */}}
 {{- define "fluxadmit.webhookCommon" -}}
 admissionReviewVersions: ["v1"]
 sideEffects: None
@@ -200,7 +432,7 @@ clientConfig:
   {{- if eq .mode "helm" }}
   caBundle: {{ .caBundle }}
   {{- end }}
-{{ include "fluxadmit.namespaceSelector" .root }}
+{{ include "fluxadmit.selectors" (dict "root" .root "narrow" .narrow) }}
 {{- end -}}
 
 {{/* The workloads fluxadmit validates and mutates. */}}

@@ -218,3 +218,120 @@ async fn policy_resources_compile_with_the_files_and_bad_ones_are_left_out() {
     watch.abort();
     server.abort();
 }
+
+fn oci_repo(name: &str, url: &str) -> DynamicObject {
+    obj(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+               "metadata": {"name": name, "namespace": "apps"}, "spec": {"url": url}}))
+}
+
+fn api_error(code: u16) -> watcher::Error {
+    let status = kube::core::Status::failure("not there", "NotFound").with_code(code);
+    watcher::Error::InitialListFailed(kube::Error::Api(status.boxed()))
+}
+
+#[test]
+fn an_optional_kind_the_server_does_not_serve_counts_as_listed_and_empty() {
+    let mut live = LiveView::new(&[Tracked::HelmRelease, Tracked::OCIRepository]);
+    live.handle(Tracked::HelmRelease, Event::Init);
+    live.handle(Tracked::HelmRelease, Event::InitDone);
+    assert!(!live.is_synced());
+    // Errors that are not "absent", and absent required kinds, change nothing.
+    assert!(!live.unavailable(Tracked::OCIRepository, &api_error(500)));
+    assert!(!live.unavailable(Tracked::HelmRelease, &api_error(404)));
+    assert!(!live.is_synced());
+    assert!(live.unavailable(Tracked::OCIRepository, &api_error(404)));
+    assert!(live.is_synced());
+    assert!(
+        !live.unavailable(Tracked::OCIRepository, &api_error(403)),
+        "reported once"
+    );
+
+    // The CRD appears later: the next list fills the kind in.
+    live.handle(Tracked::OCIRepository, Event::Init);
+    live.handle(
+        Tracked::OCIRepository,
+        Event::InitApply(oci_repo("app-template", "oci://ghcr.io/bjw-s-labs/helm/app-template")),
+    );
+    assert!(live.handle(Tracked::OCIRepository, Event::InitDone));
+    assert_eq!(
+        live.view().oci_repositories.get("apps", "app-template").map(String::as_str),
+        Some("app-template")
+    );
+    // Once listed, a later 404 (CRD removed) does not reset it: the watcher's retry owns it.
+    assert!(!live.unavailable(Tracked::OCIRepository, &api_error(404)));
+    assert_eq!(live.view().oci_repositories.len(), 1);
+}
+
+/// HelmReleases and OCIRepositories are served; HelmCharts are not (404, plain text as the
+/// API server answers for an unknown resource path), or not allowed (403).
+async fn source_api_server(
+    mut handle: tower_test::mock::Handle<Request<kube::client::Body>, Response<Body>>,
+    helm_charts: u16,
+) {
+    let mut open = Vec::new();
+    while let Some((req, send)) = handle.next_request().await {
+        let uri = req.uri().to_string();
+        let watching = uri.contains("watch=true");
+        let (status, body) = match (req.uri().path(), watching) {
+            ("/apis/source.toolkit.fluxcd.io/v1/helmcharts", _) => (
+                helm_charts,
+                if helm_charts == 404 {
+                    "404 page not found".to_owned()
+                } else {
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                        "message": "helmcharts.source.toolkit.fluxcd.io is forbidden"}).to_string()
+                },
+            ),
+            ("/apis/source.toolkit.fluxcd.io/v1/ocirepositories", false) => (
+                200,
+                json!({"kind": "OCIRepositoryList", "apiVersion": "source.toolkit.fluxcd.io/v1", "metadata": {"resourceVersion": "10"},
+                    "items": [{"metadata": {"name": "app-template", "namespace": "apps", "resourceVersion": "7"},
+                               "spec": {"url": "oci://ghcr.io/bjw-s-labs/helm/app-template", "ref": {"tag": "4.1.2"}}}]})
+                .to_string(),
+            ),
+            ("/apis/helm.toolkit.fluxcd.io/v2/helmreleases", false) => (
+                200,
+                json!({"kind": "HelmReleaseList", "apiVersion": "helm.toolkit.fluxcd.io/v2", "metadata": {"resourceVersion": "10"},
+                    "items": [{"metadata": {"name": "echo", "namespace": "apps", "resourceVersion": "8"},
+                               "spec": {"chartRef": {"kind": "OCIRepository", "name": "app-template"}}}]})
+                .to_string(),
+            ),
+            (_, true) => (200, String::new()),
+            _ => panic!("unexpected request {uri}"),
+        };
+        let (mut resp, tx) = respond(body).await;
+        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        if watching {
+            open.push(tx);
+        }
+        send.send_response(resp);
+    }
+}
+
+#[tokio::test]
+async fn a_source_kind_the_cluster_does_not_serve_does_not_block_readiness() {
+    for helm_charts in [404, 403] {
+        let (svc, handle) =
+            tower_test::mock::pair::<Request<kube::client::Body>, Response<Body>>();
+        let server = tokio::spawn(source_api_server(handle, helm_charts));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watch = tokio::spawn(run(
+            Client::new(svc, "default"),
+            vec![Tracked::HelmRelease, Tracked::OCIRepository, Tracked::HelmChart],
+            Duration::from_millis(20),
+            move |v| {
+                let _ = tx.send(v);
+            },
+        ));
+        let view: ClusterView = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{helm_charts}: no view published"))
+            .unwrap();
+        let release = json!({"spec": {"chartRef": {"kind": "OCIRepository", "name": "app-template"}}});
+        assert_eq!(view.release_chart("apps", &release), Some("app-template"));
+        assert!(view.helm_releases.get("apps", "echo").is_some());
+        assert!(view.helm_charts.is_empty());
+        watch.abort();
+        server.abort();
+    }
+}
