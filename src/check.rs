@@ -145,7 +145,9 @@ pub fn check(policies: PolicySet, state: ClusterView, docs: &[Document]) -> Repo
                         rule: "mutate".into(),
                         finding: Finding::warning(
                             "",
-                            format!("the mutation patch does not apply ({e}); validated as written"),
+                            format!(
+                                "the mutation patch does not apply ({e}); validated as written"
+                            ),
                         ),
                     }),
                 }

@@ -264,12 +264,7 @@ impl Tracked {
                 "OCIRepository",
                 "ocirepositories",
             ),
-            Tracked::HelmChart => (
-                "source.toolkit.fluxcd.io",
-                "v1",
-                "HelmChart",
-                "helmcharts",
-            ),
+            Tracked::HelmChart => ("source.toolkit.fluxcd.io", "v1", "HelmChart", "helmcharts"),
         }
     }
 }
@@ -644,11 +639,26 @@ mod tests {
     #[test]
     fn oci_chart_name_is_the_last_path_segment() {
         for (url, want) in [
-            ("oci://ghcr.io/bjw-s-labs/helm/app-template", Some("app-template")),
-            ("oci://ghcr.io/bjw-s-labs/helm/app-template/", Some("app-template")),
-            ("oci://ghcr.io/bjw-s-labs/helm/app-template:4.1.2", Some("app-template")),
-            ("oci://registry:5000/charts/podinfo@sha256:0123abcd", Some("podinfo")),
-            ("oci://registry:5000/podinfo:6.7.0@sha256:0123abcd", Some("podinfo")),
+            (
+                "oci://ghcr.io/bjw-s-labs/helm/app-template",
+                Some("app-template"),
+            ),
+            (
+                "oci://ghcr.io/bjw-s-labs/helm/app-template/",
+                Some("app-template"),
+            ),
+            (
+                "oci://ghcr.io/bjw-s-labs/helm/app-template:4.1.2",
+                Some("app-template"),
+            ),
+            (
+                "oci://registry:5000/charts/podinfo@sha256:0123abcd",
+                Some("podinfo"),
+            ),
+            (
+                "oci://registry:5000/podinfo:6.7.0@sha256:0123abcd",
+                Some("podinfo"),
+            ),
             ("oci://ghcr.io", None),
             ("oci://ghcr.io/", None),
             ("", None),
@@ -718,34 +728,66 @@ mod tests {
         // The classic form wins and needs no view.
         let classic = json!({"spec": {"chart": {"spec": {"chart": "podinfo"}},
                                        "chartRef": {"kind": "OCIRepository", "name": "app-template"}}});
-        assert_eq!(ClusterView::default().release_chart("apps", &classic), Some("podinfo"));
+        assert_eq!(
+            ClusterView::default().release_chart("apps", &classic),
+            Some("podinfo")
+        );
     }
 
     #[test]
     fn chart_sources_follow_updates_deletes_and_relists() {
         let mut v = ClusterView::default();
         let hr = chart_ref("OCIRepository", "app", None);
-        v.add_manifest(&oci("apps", "app", "oci://ghcr.io/a/one", "source.toolkit.fluxcd.io/v1"));
+        v.add_manifest(&oci(
+            "apps",
+            "app",
+            "oci://ghcr.io/a/one",
+            "source.toolkit.fluxcd.io/v1",
+        ));
         assert_eq!(v.release_chart("apps", &hr), Some("one"));
-        v.add_manifest(&oci("apps", "app", "oci://ghcr.io/a/two", "source.toolkit.fluxcd.io/v1"));
+        v.add_manifest(&oci(
+            "apps",
+            "app",
+            "oci://ghcr.io/a/two",
+            "source.toolkit.fluxcd.io/v1",
+        ));
         assert_eq!(v.release_chart("apps", &hr), Some("two"));
         assert_eq!(v.len(), 1);
         // An update without a usable URL drops what was held.
-        v.add_manifest(&oci("apps", "app", "oci://ghcr.io", "source.toolkit.fluxcd.io/v1"));
+        v.add_manifest(&oci(
+            "apps",
+            "app",
+            "oci://ghcr.io",
+            "source.toolkit.fluxcd.io/v1",
+        ));
         assert_eq!(v.release_chart("apps", &hr), None);
         assert_eq!(v.len(), 0);
 
-        v.add_manifest(&oci("apps", "app", "oci://ghcr.io/a/one", "source.toolkit.fluxcd.io/v1"));
+        v.add_manifest(&oci(
+            "apps",
+            "app",
+            "oci://ghcr.io/a/one",
+            "source.toolkit.fluxcd.io/v1",
+        ));
         v.delete(Tracked::OCIRepository, "apps", "app");
         assert_eq!(v.release_chart("apps", &hr), None);
 
         v.add_manifest(&helm_chart("apps", "hc", "podinfo"));
         let by_chart = chart_ref("HelmChart", "hc", None);
         let mut fresh = ClusterView::default();
-        fresh.add_manifest(&oci("apps", "app", "oci://ghcr.io/a/three", "source.toolkit.fluxcd.io/v1"));
+        fresh.add_manifest(&oci(
+            "apps",
+            "app",
+            "oci://ghcr.io/a/three",
+            "source.toolkit.fluxcd.io/v1",
+        ));
         v.replace_kind(Tracked::OCIRepository, fresh.clone());
         assert_eq!(v.release_chart("apps", &hr), Some("three"));
-        assert_eq!(v.release_chart("apps", &by_chart), Some("podinfo"), "HelmCharts untouched");
+        assert_eq!(
+            v.release_chart("apps", &by_chart),
+            Some("podinfo"),
+            "HelmCharts untouched"
+        );
         v.replace_kind(Tracked::HelmChart, fresh);
         assert_eq!(v.release_chart("apps", &by_chart), None);
         assert_eq!(v.len(), 1);
@@ -761,7 +803,12 @@ mod tests {
     #[test]
     fn chart_sources_keep_only_the_chart_name() {
         let mut v = ClusterView::default();
-        let mut o = oci("apps", "app", "oci://ghcr.io/a/app-template", "source.toolkit.fluxcd.io/v1");
+        let mut o = oci(
+            "apps",
+            "app",
+            "oci://ghcr.io/a/app-template",
+            "source.toolkit.fluxcd.io/v1",
+        );
         o["spec"]["secretRef"] = json!({"name": "ghcr-CANARY-auth"});
         o["status"] = json!({"artifact": {"digest": "sha256:CANARY", "url": "http://source-controller/CANARY"}});
         v.add_manifest(&o);

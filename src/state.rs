@@ -53,14 +53,8 @@ impl Snapshot {
         extra: Option<&ClusterView>,
         world: World,
     ) -> Answer {
-        let mut outcome = engine::evaluate_in(
-            mode,
-            &mut request,
-            &self.policies,
-            &self.view,
-            extra,
-            world,
-        );
+        let mut outcome =
+            engine::evaluate_in(mode, &mut request, &self.policies, &self.view, extra, world);
         if mode == Mode::Validate {
             // The validating webhook never returns a patch.
             outcome.verdict.patch = None;

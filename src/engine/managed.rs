@@ -40,8 +40,14 @@ pub fn same_but_managed(old: &Value, new: &Value) -> bool {
         return false;
     }
     let empty = Map::new();
-    let om = old.get("metadata").and_then(Value::as_object).unwrap_or(&empty);
-    let nm = new.get("metadata").and_then(Value::as_object).unwrap_or(&empty);
+    let om = old
+        .get("metadata")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let nm = new
+        .get("metadata")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let skip = |k: &str| MANAGED_FIELDS.contains(&k) || k == "labels" || k == "annotations";
     if !same_except(om, nm, skip) {
         return false;
@@ -55,11 +61,14 @@ pub fn same_but_managed(old: &Value, new: &Value) -> bool {
 }
 
 /// Equal maps, not counting keys for which `skip` is true.
-fn same_except(a: &Map<String, Value>, b: &Map<String, Value>, skip: impl Fn(&str) -> bool) -> bool {
+fn same_except(
+    a: &Map<String, Value>,
+    b: &Map<String, Value>,
+    skip: impl Fn(&str) -> bool,
+) -> bool {
     let counted = |m: &Map<String, Value>| m.keys().filter(|k| !skip(k)).count();
     counted(a) == counted(b)
-        && a
-            .iter()
+        && a.iter()
             .filter(|(k, _)| !skip(k))
             .all(|(k, v)| b.get(k) == Some(v))
 }
@@ -92,7 +101,8 @@ mod tests {
     fn reconcile_request_finalizer_removal_and_status_are_managed() {
         let old = hr();
         let mut new = hr();
-        new["metadata"]["annotations"] = json!({"reconcile.fluxcd.io/requestedAt": "2026-11-30T05:00:00Z"});
+        new["metadata"]["annotations"] =
+            json!({"reconcile.fluxcd.io/requestedAt": "2026-11-30T05:00:00Z"});
         new["metadata"]["resourceVersion"] = json!("2");
         assert!(same_but_managed(&old, &new));
         new["metadata"]["finalizers"] = json!([]);

@@ -133,13 +133,16 @@ impl DependsOn {
                 None => "spec.dependsOn".to_owned(),
             };
             let text: Vec<String> = cycle.iter().map(ToString::to_string).collect();
-            out.push(Finding::error(
-                path,
-                format!(
-                    "dependency cycle: {}; Flux would wait on it forever",
-                    text.join(" → ")
-                ),
-            ).on_other());
+            out.push(
+                Finding::error(
+                    path,
+                    format!(
+                        "dependency cycle: {}; Flux would wait on it forever",
+                        text.join(" → ")
+                    ),
+                )
+                .on_other(),
+            );
             return;
         }
         if let Some(max) = self.max_depth {

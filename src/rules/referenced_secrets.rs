@@ -70,13 +70,16 @@ impl ReferencedSecrets {
         };
         let Some(keys) = found else {
             if !r.optional {
-                out.push(Finding::error(
-                    &r.path,
-                    format!(
-                        "{} {}/{} not found; Flux reads it in namespace {:?}",
-                        r.kind, r.namespace, r.name, r.namespace
-                    ),
-                ).on_other());
+                out.push(
+                    Finding::error(
+                        &r.path,
+                        format!(
+                            "{} {}/{} not found; Flux reads it in namespace {:?}",
+                            r.kind, r.namespace, r.name, r.namespace
+                        ),
+                    )
+                    .on_other(),
+                );
             }
             return;
         };
@@ -85,10 +88,13 @@ impl ReferencedSecrets {
             Need::Exists => {}
             Need::Key(k) => {
                 if !keys.contains(*k) && !r.optional {
-                    out.push(Finding::error(
-                        &r.path,
-                        format!("{what} has no key {k:?} (keys: {})", list(keys)),
-                    ).on_other());
+                    out.push(
+                        Finding::error(
+                            &r.path,
+                            format!("{what} has no key {k:?} (keys: {})", list(keys)),
+                        )
+                        .on_other(),
+                    );
                 }
             }
             Need::AnyOf(options) => {

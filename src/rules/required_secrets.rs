@@ -51,13 +51,16 @@ impl RequiredSecrets {
             if let Some(t) = &s.type_
                 && *t != found.type_
             {
-                out.push(Finding::error(
-                    "",
-                    format!(
-                        "Secret {ns}/{} required by {who} has type {:?}, expected {t:?}",
-                        s.name, found.type_
-                    ),
-                ).on_other());
+                out.push(
+                    Finding::error(
+                        "",
+                        format!(
+                            "Secret {ns}/{} required by {who} has type {:?}, expected {t:?}",
+                            s.name, found.type_
+                        ),
+                    )
+                    .on_other(),
+                );
             }
             let missing: Vec<&str> = s
                 .keys
@@ -66,19 +69,22 @@ impl RequiredSecrets {
                 .filter(|k| !found.keys.contains(*k))
                 .collect();
             if !missing.is_empty() {
-                out.push(Finding::error(
-                    "",
-                    format!(
-                        "Secret {ns}/{} required by {who} is missing key{} {}",
-                        s.name,
-                        if missing.len() > 1 { "s" } else { "" },
-                        missing
-                            .iter()
-                            .map(|k| format!("{k:?}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ).on_other());
+                out.push(
+                    Finding::error(
+                        "",
+                        format!(
+                            "Secret {ns}/{} required by {who} is missing key{} {}",
+                            s.name,
+                            if missing.len() > 1 { "s" } else { "" },
+                            missing
+                                .iter()
+                                .map(|k| format!("{k:?}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                    .on_other(),
+                );
             }
         }
     }

@@ -220,8 +220,10 @@ async fn policy_resources_compile_with_the_files_and_bad_ones_are_left_out() {
 }
 
 fn oci_repo(name: &str, url: &str) -> DynamicObject {
-    obj(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
-               "metadata": {"name": name, "namespace": "apps"}, "spec": {"url": url}}))
+    obj(
+        json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+               "metadata": {"name": name, "namespace": "apps"}, "spec": {"url": url}}),
+    )
 }
 
 fn api_error(code: u16) -> watcher::Error {
@@ -250,11 +252,17 @@ fn an_optional_kind_the_server_does_not_serve_counts_as_listed_and_empty() {
     live.handle(Tracked::OCIRepository, Event::Init);
     live.handle(
         Tracked::OCIRepository,
-        Event::InitApply(oci_repo("app-template", "oci://ghcr.io/bjw-s-labs/helm/app-template")),
+        Event::InitApply(oci_repo(
+            "app-template",
+            "oci://ghcr.io/bjw-s-labs/helm/app-template",
+        )),
     );
     assert!(live.handle(Tracked::OCIRepository, Event::InitDone));
     assert_eq!(
-        live.view().oci_repositories.get("apps", "app-template").map(String::as_str),
+        live.view()
+            .oci_repositories
+            .get("apps", "app-template")
+            .map(String::as_str),
         Some("app-template")
     );
     // Once listed, a later 404 (CRD removed) does not reset it: the watcher's retry owns it.
@@ -311,13 +319,16 @@ async fn source_api_server(
 #[tokio::test]
 async fn a_source_kind_the_cluster_does_not_serve_does_not_block_readiness() {
     for helm_charts in [404, 403] {
-        let (svc, handle) =
-            tower_test::mock::pair::<Request<kube::client::Body>, Response<Body>>();
+        let (svc, handle) = tower_test::mock::pair::<Request<kube::client::Body>, Response<Body>>();
         let server = tokio::spawn(source_api_server(handle, helm_charts));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let watch = tokio::spawn(run(
             Client::new(svc, "default"),
-            vec![Tracked::HelmRelease, Tracked::OCIRepository, Tracked::HelmChart],
+            vec![
+                Tracked::HelmRelease,
+                Tracked::OCIRepository,
+                Tracked::HelmChart,
+            ],
             Duration::from_millis(20),
             move |v| {
                 let _ = tx.send(v);
@@ -327,7 +338,8 @@ async fn a_source_kind_the_cluster_does_not_serve_does_not_block_readiness() {
             .await
             .unwrap_or_else(|_| panic!("{helm_charts}: no view published"))
             .unwrap();
-        let release = json!({"spec": {"chartRef": {"kind": "OCIRepository", "name": "app-template"}}});
+        let release =
+            json!({"spec": {"chartRef": {"kind": "OCIRepository", "name": "app-template"}}});
         assert_eq!(view.release_chart("apps", &release), Some("app-template"));
         assert!(view.helm_releases.get("apps", "echo").is_some());
         assert!(view.helm_charts.is_empty());
