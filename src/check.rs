@@ -98,8 +98,8 @@ fn review_body(i: usize, obj: &Value) -> Option<(String, Vec<u8>)> {
     let name = obj.pointer("/metadata/name").and_then(Value::as_str)?;
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let ns = namespace_of(obj);
-    // lead: absence final. A real write, not a dry run: offline, the repository plus --state
-    // is the whole world, so what is missing there is missing for good.
+    // A real write, not a dry run; the answers are asked for offline (`review_offline`): the
+    // repository plus --state is the whole world, so what is missing there is missing for good.
     let body = json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {
@@ -134,7 +134,7 @@ pub fn check(policies: PolicySet, state: ClusterView, docs: &[Document]) -> Repo
         report.objects += 1;
         let mut object = d.object.clone();
         let mut findings = Vec::new();
-        if let Ok(answer) = snap.review(Mode::Mutate, &bytes) {
+        if let Ok(answer) = snap.review_offline(Mode::Mutate, &bytes) {
             findings = answer.outcome.findings;
             if let Some(patch) = answer.outcome.verdict.patch.filter(|p| !p.0.is_empty()) {
                 let mut mutated = object.clone();
@@ -168,7 +168,7 @@ pub fn check(policies: PolicySet, state: ClusterView, docs: &[Document]) -> Repo
     }
     for (i, label, object, mut findings) in staged {
         if let Some((_, bytes)) = review_body(i, &object)
-            && let Ok(answer) = snap.review(Mode::Validate, &bytes)
+            && let Ok(answer) = snap.review_offline(Mode::Validate, &bytes)
         {
             for r in answer.outcome.findings {
                 if !findings.contains(&r) {

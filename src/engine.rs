@@ -7,7 +7,7 @@ use crate::mutate::journal::{Journal, Seg};
 use crate::policy::PolicySet;
 use crate::policy::matching::MatchInput;
 use crate::policy::model::{Action, OperationName};
-use crate::rules::{Basis, CompiledRule, Ctx, Finding, Level, str_at};
+use crate::rules::{Basis, CompiledRule, Ctx, Finding, Level};
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -138,7 +138,7 @@ pub fn evaluate_in(
         view.namespace_labels(&req.namespace)
     };
     let chart = match flux_kind {
-        Some(FluxKind::HelmRelease) => str_at(object, "/spec/chart/spec/chart"),
+        Some(FluxKind::HelmRelease) => view.release_chart(&req.namespace, object),
         _ => None,
     };
     let input = MatchInput {

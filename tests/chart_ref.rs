@@ -32,8 +32,10 @@ fn helm_chart(ns: &str, name: &str, chart: &str) -> Value {
 }
 
 fn secret(ns: &str, name: &str, keys: &[&str]) -> Value {
-    let data: serde_json::Map<String, Value> =
-        keys.iter().map(|k| ((*k).to_owned(), json!("dg=="))).collect();
+    let data: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|k| ((*k).to_owned(), json!("dg==")))
+        .collect();
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
            "type": "Opaque", "data": data})
 }
@@ -48,10 +50,22 @@ fn snapshot() -> Snapshot {
     let policies = compile_yaml(POLICY, &text).unwrap();
     let mut view = ClusterView::default();
     for obj in [
-        oci_repository("apps", "app-template", "oci://ghcr.io/bjw-s-labs/helm/app-template"),
-        oci_repository("apps", "podinfo", "oci://ghcr.io/stefanprodan/charts/podinfo"),
+        oci_repository(
+            "apps",
+            "app-template",
+            "oci://ghcr.io/bjw-s-labs/helm/app-template",
+        ),
+        oci_repository(
+            "apps",
+            "podinfo",
+            "oci://ghcr.io/stefanprodan/charts/podinfo",
+        ),
         helm_chart("apps", "app-template-chart", "app-template"),
-        oci_repository("media", "app-template", "oci://ghcr.io/bjw-s-labs/helm/app-template"),
+        oci_repository(
+            "media",
+            "app-template",
+            "oci://ghcr.io/bjw-s-labs/helm/app-template",
+        ),
         secret("media", "app-token", &["token"]),
         oci_repository(
             "flux-system",
@@ -119,13 +133,18 @@ fn chart_ref_to_an_oci_repository_without_its_secret_is_denied() {
         json!({"kind": "OCIRepository", "name": "app-template"}),
     );
     let r = validate(&snap, &hr);
-    assert_eq!(r.matched, 1, "the policy matches chart app-template: {:?}", r.findings);
+    assert_eq!(
+        r.matched, 1,
+        "the policy matches chart app-template: {:?}",
+        r.findings
+    );
     assert!(!r.allowed, "expected a denial; findings {:?}", r.findings);
     assert!(r.message.contains("apps/app-token"), "{}", r.message);
     assert!(
         r.findings
             .iter()
-            .any(|f| f.starts_with("app-template-secrets/app-token: ") && f.contains("apps/app-token")),
+            .any(|f| f.starts_with("app-template-secrets/app-token: ")
+                && f.contains("apps/app-token")),
         "{:?}",
         r.findings
     );
@@ -155,7 +174,11 @@ fn chart_ref_with_its_secret_present_is_allowed() {
         json!({"kind": "OCIRepository", "name": "app-template"}),
     );
     let r = validate(&snap, &hr);
-    assert_eq!(r.matched, 1, "the policy must match for this to say anything: {:?}", r.findings);
+    assert_eq!(
+        r.matched, 1,
+        "the policy must match for this to say anything: {:?}",
+        r.findings
+    );
     assert!(r.allowed, "{}", r.message);
     assert!(r.findings.is_empty(), "{:?}", r.findings);
 }
@@ -220,7 +243,12 @@ fn the_classic_chart_form_still_matches() {
 fn check_resolves_chart_ref_through_the_repository() {
     let out = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
         .current_dir(root())
-        .args(["check", "--policies", POLICY, "tests/fixtures/chartref/repo"])
+        .args([
+            "check",
+            "--policies",
+            POLICY,
+            "tests/fixtures/chartref/repo",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -238,5 +266,8 @@ fn check_resolves_chart_ref_through_the_repository() {
     // jellyfin has its Secret in the repository; podinfo is another chart.
     assert!(!stdout.contains("jellyfin"), "{stdout}");
     assert!(!stdout.contains("HelmRelease apps/podinfo"), "{stdout}");
-    assert!(stdout.contains("checked 7 objects: 1 errors, 0 warnings"), "{stdout}");
+    assert!(
+        stdout.contains("checked 7 objects: 1 errors, 0 warnings"),
+        "{stdout}"
+    );
 }

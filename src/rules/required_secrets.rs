@@ -34,7 +34,7 @@ impl RequiredSecrets {
         let target_ns = super::str_at(ctx.object, "/spec/targetNamespace")
             .filter(|s| !s.is_empty())
             .unwrap_or(ctx.namespace());
-        let chart = super::str_at(ctx.object, "/spec/chart/spec/chart");
+        let chart = ctx.view.release_chart(ctx.namespace(), ctx.object);
         let who = match chart {
             Some(c) => format!("chart {c:?}"),
             None => format!("{}/{}", ctx.namespace(), ctx.name()),
