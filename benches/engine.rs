@@ -36,6 +36,7 @@ fn main() {
         view: generate::view(&size),
     };
     reviews(&mut c, &snap, &size);
+    judgement(&mut c);
     patch(&mut c, &snap);
     graph(&mut c);
     scaling(&mut c, snap, &size, scale);
@@ -153,6 +154,76 @@ fn reviews(c: &mut Criterion, snap: &Snapshot, size: &ViewSize) {
 }
 
 /// (c) `json_patch::diff` between the Deployment as received and as mutated.
+/// What the judgement of a request costs: a HelmRelease UPDATE under the default policies, on
+/// the path with no finding, and on the paths that turn an error into a warning (a dry run; an
+/// update by a person whose old object already had the error, which parses `oldObject` and
+/// runs the rule on it once more).
+fn judgement(c: &mut Criterion) {
+    use serde_json::json;
+    let snap = Snapshot {
+        policies: fluxadmit::policy::load::load_paths(&[std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/policies"
+        ))])
+        .unwrap(),
+        view: Default::default(),
+    };
+    let hr = |secret: &str, labels: serde_json::Value, interval: &str| {
+        json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+            "metadata": {"name": "podinfo", "namespace": "apps", "labels": labels},
+            "spec": {"interval": interval,
+                "chart": {"spec": {"chart": "podinfo", "sourceRef": {"kind": "HelmRepository", "name": "podinfo"}}},
+                "values": {"replicaCount": 2, "ingress": {"enabled": true, "hosts": [{"host": "podinfo.example.com"}]}},
+                "valuesFrom": if secret.is_empty() { json!([]) } else { json!([{"kind": "Secret", "name": secret}]) }}})
+    };
+    let review = |object: serde_json::Value, old: serde_json::Value, dry_run: bool| {
+        serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "bench", "kind": {"group": "helm.toolkit.fluxcd.io", "version": "v2", "kind": "HelmRelease"},
+                "resource": {"group": "helm.toolkit.fluxcd.io", "version": "v2", "resource": "helmreleases"},
+                "name": "podinfo", "namespace": "apps", "operation": "UPDATE",
+                "userInfo": {"username": "jane@example.com"},
+                "object": object, "oldObject": old, "dryRun": dry_run}}))
+        .unwrap()
+    };
+    let flux = json!({"kustomize.toolkit.fluxcd.io/name": "apps", "kustomize.toolkit.fluxcd.io/namespace": "flux-system"});
+    let cases = [
+        (
+            "clean",
+            review(hr("", json!({}), "5m"), hr("", json!({}), "10m"), false),
+            true,
+            false,
+        ),
+        (
+            "flux_dry_run_missing_secret",
+            review(hr("v", flux.clone(), "5m"), hr("v", flux, "10m"), true),
+            true,
+            true,
+        ),
+        (
+            "person_existing_violation",
+            review(hr("v", json!({}), "5m"), hr("v", json!({}), "10m"), false),
+            true,
+            true,
+        ),
+        (
+            "person_new_violation",
+            review(hr("v", json!({}), "5m"), hr("", json!({}), "10m"), false),
+            false,
+            true,
+        ),
+    ];
+    let mut g = c.benchmark_group("judgement/helmrelease_update");
+    for (name, body, allowed, warned) in &cases {
+        let a = snap.review(Mode::Validate, body).unwrap();
+        assert_eq!(a.outcome.verdict.allowed, *allowed, "{name}");
+        assert_eq!(!a.outcome.findings.is_empty(), *warned, "{name}");
+        g.bench_function(*name, |b| {
+            b.iter(|| snap.review(Mode::Validate, black_box(body)))
+        });
+    }
+    g.finish();
+}
+
 fn patch(c: &mut Criterion, snap: &Snapshot) {
     let body = generate::deployment_review("bench-patch");
     let original = fluxadmit::admission::parse_review(&body).unwrap().object;
