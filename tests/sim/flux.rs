@@ -63,7 +63,12 @@ impl Key {
         } else {
             obj["metadata"]["namespace"].as_str().unwrap_or("default")
         };
-        Key::new(group, kind, namespace, obj["metadata"]["name"].as_str().unwrap_or_default())
+        Key::new(
+            group,
+            kind,
+            namespace,
+            obj["metadata"]["name"].as_str().unwrap_or_default(),
+        )
     }
 
     pub fn hr(namespace: &str, name: &str) -> Key {
@@ -71,7 +76,12 @@ impl Key {
     }
 
     pub fn ks(namespace: &str, name: &str) -> Key {
-        Key::new("kustomize.toolkit.fluxcd.io", "Kustomization", namespace, name)
+        Key::new(
+            "kustomize.toolkit.fluxcd.io",
+            "Kustomization",
+            namespace,
+            name,
+        )
     }
 
     pub fn secret(namespace: &str, name: &str) -> Key {
@@ -124,7 +134,9 @@ const WORKLOADS: [(&str, &str); 7] = [
 /// The webhook configurations of the chart: workloads go to /mutate then /validate; Flux
 /// objects to /validate only. Secrets, ConfigMaps, Namespaces... are not sent at all.
 fn is_workload(k: &Key) -> bool {
-    WORKLOADS.iter().any(|(g, kd)| *g == k.group && *kd == k.kind)
+    WORKLOADS
+        .iter()
+        .any(|(g, kd)| *g == k.group && *kd == k.kind)
 }
 
 fn is_flux(k: &Key) -> bool {
@@ -135,7 +147,11 @@ fn is_flux(k: &Key) -> bool {
 fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -182,18 +198,19 @@ const KIND_LAST: [&str; 2] = [
     "ValidatingWebhookConfiguration",
 ];
 
-/// The ssa sort key: known kinds by rank, then others by (group, kind), webhooks last; ties by
-/// namespace, then name.
-pub fn sort_key(obj: &Value) -> (u8, usize, String, String, String, String) {
+/// The ssa sort key (fluxcd/pkg ssa/sort.go): the listed kinds first, in their order (index
+/// -19..-1), every other kind at 0, webhook configurations last (1, 2); equal indexes by group,
+/// then kind; ties by namespace, then name.
+pub fn sort_key(obj: &Value) -> (i32, String, String, String, String) {
     let k = Key::of(obj);
-    let (class, rank, group, kind) = if let Some(i) = KIND_ORDER.iter().position(|x| *x == k.kind) {
-        (0, i, String::new(), String::new())
+    let index = if let Some(i) = KIND_ORDER.iter().position(|x| *x == k.kind) {
+        i as i32 - KIND_ORDER.len() as i32
     } else if let Some(i) = KIND_LAST.iter().position(|x| *x == k.kind) {
-        (2, i, String::new(), String::new())
+        1 + i as i32
     } else {
-        (1, 0, k.group.clone(), k.kind.clone())
+        0
     };
-    (class, rank, group, kind, k.namespace, k.name)
+    (index, k.group, k.kind, k.namespace, k.name)
 }
 
 pub fn sort_objects(objects: &mut [Value]) {
@@ -405,11 +422,14 @@ impl Sim {
     pub fn converged(&self) -> bool {
         self.pending_secrets.is_empty()
             && self.cluster.values().all(|o| !deleting(o))
-            && self.cluster.keys().all(|k| match (k.group.as_str(), k.kind.as_str()) {
-                ("kustomize.toolkit.fluxcd.io", "Kustomization") => self.ks_ready(k),
-                ("helm.toolkit.fluxcd.io", "HelmRelease") => self.hr_is_ready(k),
-                _ => true,
-            })
+            && self
+                .cluster
+                .keys()
+                .all(|k| match (k.group.as_str(), k.kind.as_str()) {
+                    ("kustomize.toolkit.fluxcd.io", "Kustomization") => self.ks_ready(k),
+                    ("helm.toolkit.fluxcd.io", "HelmRelease") => self.hr_is_ready(k),
+                    _ => true,
+                })
     }
 
     pub fn ks_ready(&self, k: &Key) -> bool {
@@ -431,7 +451,10 @@ impl Sim {
     pub fn not_ready(&self) -> Vec<String> {
         self.cluster
             .keys()
-            .filter(|k| (is_flux(k) && !(self.ks_ready(k) || self.hr_is_ready(k))) || deleting(&self.cluster[k]))
+            .filter(|k| {
+                (is_flux(k) && !(self.ks_ready(k) || self.hr_is_ready(k)))
+                    || deleting(&self.cluster[k])
+            })
             .map(ToString::to_string)
             .collect()
     }
@@ -507,10 +530,18 @@ impl Sim {
     }
 
     /// CREATE (no `old`) or UPDATE through admission, then stored unless a dry run.
-    fn write(&mut self, user: &str, obj: Value, old: Option<&Value>, dry_run: bool) -> Result<Value, String> {
+    fn write(
+        &mut self,
+        user: &str,
+        obj: Value,
+        old: Option<&Value>,
+        dry_run: bool,
+    ) -> Result<Value, String> {
         let key = Key::of(&obj);
         if !key.namespace.is_empty()
-            && !self.cluster.contains_key(&Key::new("", "Namespace", "", &key.namespace))
+            && !self
+                .cluster
+                .contains_key(&Key::new("", "Namespace", "", &key.namespace))
         {
             return Err(format!("namespaces \"{}\" not found", key.namespace));
         }
@@ -554,7 +585,10 @@ impl Sim {
             return Ok(());
         };
         let mut obj = old.clone();
-        let rest: Vec<String> = finalizers(&old).into_iter().filter(|f| f != finalizer).collect();
+        let rest: Vec<String> = finalizers(&old)
+            .into_iter()
+            .filter(|f| f != finalizer)
+            .collect();
         match obj["metadata"].as_object_mut() {
             Some(m) if rest.is_empty() => {
                 m.remove("finalizers");
@@ -570,7 +604,13 @@ impl Sim {
 
     /// The API server calls the mutating webhook, applies its JSON patch, then calls the
     /// validating webhook with the mutated object; a denial is an error for this object.
-    fn admit(&mut self, user: &str, obj: Value, old: Option<&Value>, dry_run: bool) -> Result<Value, String> {
+    fn admit(
+        &mut self,
+        user: &str,
+        obj: Value,
+        old: Option<&Value>,
+        dry_run: bool,
+    ) -> Result<Value, String> {
         let key = Key::of(&obj);
         if self.webhook.is_none() || !(is_workload(&key) || is_flux(&key)) {
             return Ok(obj);
@@ -587,7 +627,8 @@ impl Sim {
             if let Some(p) = &r.patch {
                 let patch: json_patch::Patch =
                     serde_json::from_value(p.clone()).map_err(|e| format!("bad patch: {e}"))?;
-                json_patch::patch(&mut obj, &patch).map_err(|e| format!("patch does not apply: {e}"))?;
+                json_patch::patch(&mut obj, &patch)
+                    .map_err(|e| format!("patch does not apply: {e}"))?;
             }
         }
         let r = self.call("/validate", user, &obj, old, dry_run);
@@ -601,18 +642,40 @@ impl Sim {
     }
 
     /// Builds the AdmissionReview as the API server does, asks fluxadmit, records both.
-    fn call(&mut self, endpoint: &'static str, user: &str, obj: &Value, old: Option<&Value>, dry_run: bool) -> Record {
+    fn call(
+        &mut self,
+        endpoint: &'static str,
+        user: &str,
+        obj: &Value,
+        old: Option<&Value>,
+        dry_run: bool,
+    ) -> Record {
         self.uid += 1;
         let key = Key::of(obj);
         let operation = if old.is_some() { "UPDATE" } else { "CREATE" };
-        let body = review_body(&format!("{:08x}-sim0-4000-8000-{:012x}", self.tick, self.uid), operation, user, obj, old, dry_run);
+        let body = review_body(
+            &format!("{:08x}-sim0-4000-8000-{:012x}", self.tick, self.uid),
+            operation,
+            user,
+            obj,
+            old,
+            dry_run,
+        );
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let mode = if endpoint == "/mutate" { Mode::Mutate } else { Mode::Validate };
-        let snap = self.webhook.as_ref().unwrap_or_else(|| unreachable!("admit checked"));
+        let mode = if endpoint == "/mutate" {
+            Mode::Mutate
+        } else {
+            Mode::Validate
+        };
+        let snap = self
+            .webhook
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("admit checked"));
         let answer = snap
             .review(mode, &bytes)
             .unwrap_or_else(|e| panic!("the simulator built an invalid review ({e}): {body}"));
-        let v = answer.outcome.verdict;
+        // What the API server reads: the response review, as serialized.
+        let (allowed, message, warnings, patch) = read_response(&answer.body);
         let record = Record {
             tick: self.tick,
             endpoint,
@@ -621,10 +684,10 @@ impl Sim {
             dry_run,
             user: user.into(),
             body: bytes,
-            allowed: v.allowed,
-            message: v.message,
-            warnings: v.warnings,
-            patch: v.patch.map(|p| serde_json::to_value(p).unwrap_or_default()),
+            allowed,
+            message,
+            warnings,
+            patch,
         };
         self.records.push(record.clone());
         record
@@ -662,24 +725,41 @@ impl Sim {
         // spec.dependsOn: nothing is applied until every dependency is Ready.
         for dep in depends_on(&ks, "kustomize.toolkit.fluxcd.io", "Kustomization") {
             if !self.ks_ready(&dep) {
-                return Err(format!("dependency '{}/{}' is not ready", dep.namespace, dep.name));
+                return Err(format!(
+                    "dependency '{}/{}' is not ready",
+                    dep.namespace, dep.name
+                ));
             }
         }
         // spec.postBuild.substituteFrom: read before the build, in the Kustomization's namespace;
         // a missing one that is not optional fails the build.
-        for s in ks.pointer("/spec/postBuild/substituteFrom").and_then(Value::as_array).cloned().unwrap_or_default() {
+        for s in ks
+            .pointer("/spec/postBuild/substituteFrom")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
             let kind = s["kind"].as_str().unwrap_or("ConfigMap");
             let name = s["name"].as_str().unwrap_or_default();
-            let found = self.cluster.contains_key(&Key::new("", kind, &key.namespace, name));
+            let found = self
+                .cluster
+                .contains_key(&Key::new("", kind, &key.namespace, name));
             if !found && !s["optional"].as_bool().unwrap_or(false) {
-                return Err(format!("substitute from '{kind}/{name}' error: {kind} \"{name}\" not found"));
+                return Err(format!(
+                    "substitute from '{kind}/{name}' error: {kind} \"{name}\" not found"
+                ));
             }
         }
         // The build: the path's manifests, each labelled with the Kustomization's name/namespace.
-        let path = ks.pointer("/spec/path").and_then(Value::as_str).unwrap_or_default();
+        let path = ks
+            .pointer("/spec/path")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let mut objects: Vec<Value> = self.repo.paths.get(path).cloned().unwrap_or_default();
         for o in &mut objects {
-            if o["metadata"]["namespace"].is_null() && !cluster_scoped(o["kind"].as_str().unwrap_or_default()) {
+            if o["metadata"]["namespace"].is_null()
+                && !cluster_scoped(o["kind"].as_str().unwrap_or_default())
+            {
                 o["metadata"]["namespace"] = json!("default");
             }
             set_label(o, KS_NAME_LABEL, &key.name);
@@ -687,14 +767,26 @@ impl Sim {
         }
         let applied: BTreeSet<Key> = objects.iter().map(Key::of).collect();
         self.apply_all_staged(objects)?;
-        // Prune: what the previous revision applied and this one no longer contains, deleted
-        // in apply order, after the apply succeeded.
-        let old = self.ks.get(key).map(|s| s.inventory.clone()).unwrap_or_default();
+        // Prune (ssa DeleteAll): what the previous revision applied and this one no longer
+        // contains, after the apply succeeded, in REVERSE apply order (a HelmRelease before the
+        // Secret it reads), only objects still labelled as this Kustomization's; an error does
+        // not stop the others.
+        let old = self
+            .ks
+            .get(key)
+            .map(|s| s.inventory.clone())
+            .unwrap_or_default();
         let mut stale: Vec<Value> = old
             .difference(&applied)
             .filter_map(|k| self.cluster.get(k).cloned())
+            .filter(|o| {
+                o.pointer("/metadata/labels/kustomize.toolkit.fluxcd.io~1name")
+                    .and_then(Value::as_str)
+                    == Some(key.name.as_str())
+            })
             .collect();
         sort_objects(&mut stale);
+        stale.reverse();
         let mut inventory = applied;
         let mut prune_error = None;
         for o in stale {
@@ -717,7 +809,8 @@ impl Sim {
 
     /// ApplyAllStaged: stage one (CRDs, Namespaces) fully applied before stage two (the rest).
     fn apply_all_staged(&mut self, objects: Vec<Value>) -> Result<(), String> {
-        let (defs, rest): (Vec<Value>, Vec<Value>) = objects.into_iter().partition(is_cluster_definition);
+        let (defs, rest): (Vec<Value>, Vec<Value>) =
+            objects.into_iter().partition(is_cluster_definition);
         self.apply_all(defs)?;
         self.apply_all(rest)
     }
@@ -755,13 +848,16 @@ impl Sim {
                 self.ks.remove(&k);
                 continue;
             };
-            let wait = obj.pointer("/spec/wait").and_then(Value::as_bool).unwrap_or(false);
+            let wait = obj
+                .pointer("/spec/wait")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             let st = &self.ks[&k];
             let healthy = !wait
                 || st
                     .inventory
                     .iter()
-                    .filter(|i| i.kind == "HelmRelease")
+                    .filter(|i| i.kind == "HelmRelease" && self.cluster.contains_key(*i))
                     .all(|i| self.hr_is_ready(i));
             let ready = st.applied == Some(revision) && healthy;
             if let Some(st) = self.ks.get_mut(&k) {
@@ -774,7 +870,12 @@ impl Sim {
     // helm-controller.
 
     fn helm_controller(&mut self) {
-        let keys: Vec<Key> = self.cluster.keys().filter(|k| k.kind == "HelmRelease").cloned().collect();
+        let keys: Vec<Key> = self
+            .cluster
+            .keys()
+            .filter(|k| k.kind == "HelmRelease")
+            .cloned()
+            .collect();
         for k in keys {
             if let Err(e) = self.reconcile_helm_release(&k) {
                 self.fail(&k.to_string(), e);
@@ -813,23 +914,39 @@ impl Sim {
         // Ready needs every spec.dependsOn HelmRelease Ready...
         for dep in depends_on(&hr, "helm.toolkit.fluxcd.io", "HelmRelease") {
             if !self.hr_is_ready(&dep) {
-                return Err(format!("dependency '{}/{}' is not ready", dep.namespace, dep.name));
+                return Err(format!(
+                    "dependency '{}/{}' is not ready",
+                    dep.namespace, dep.name
+                ));
             }
         }
         // ...and every spec.valuesFrom Secret/ConfigMap (unless optional) with its valuesKey.
-        for v in hr.pointer("/spec/valuesFrom").and_then(Value::as_array).cloned().unwrap_or_default() {
+        for v in hr
+            .pointer("/spec/valuesFrom")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
             let kind = v["kind"].as_str().unwrap_or_default();
             let name = v["name"].as_str().unwrap_or_default();
             let values_key = v["valuesKey"].as_str().unwrap_or("values.yaml");
             let optional = v["optional"].as_bool().unwrap_or(false);
             let found = self.cluster.get(&Key::new("", kind, &key.namespace, name));
             let has_key = found.is_some_and(|o| {
-                ["data", "stringData"].iter().any(|f| o[f].get(values_key).is_some())
+                ["data", "stringData"]
+                    .iter()
+                    .any(|f| o[f].get(values_key).is_some())
             });
             if !has_key && !optional {
                 return Err(match found {
-                    None => format!("could not resolve {kind} chart values reference '{}/{name}'", key.namespace),
-                    Some(_) => format!("missing key '{values_key}' in {kind} '{}/{name}'", key.namespace),
+                    None => format!(
+                        "could not resolve {kind} chart values reference '{}/{name}'",
+                        key.namespace
+                    ),
+                    Some(_) => format!(
+                        "missing key '{values_key}' in {kind} '{}/{name}'",
+                        key.namespace
+                    ),
                 });
             }
         }
@@ -872,7 +989,12 @@ impl Sim {
             .or(es["metadata"]["name"].as_str())
             .unwrap_or_default();
         let mut data = serde_json::Map::new();
-        for d in es.pointer("/spec/data").and_then(Value::as_array).cloned().unwrap_or_default() {
+        for d in es
+            .pointer("/spec/data")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
             if let Some(k) = d["secretKey"].as_str() {
                 data.insert(k.into(), json!("ZmV0Y2hlZA=="));
             }
@@ -884,15 +1006,20 @@ impl Sim {
                          "labels": {"reconcile.external-secrets.io/managed": "true"}},
             "type": "Opaque", "data": data
         });
-        if !self.pending_secrets.iter().any(|(_, s)| Key::of(s) == Key::of(&secret)) {
+        if !self
+            .pending_secrets
+            .iter()
+            .any(|(_, s)| Key::of(s) == Key::of(&secret))
+        {
             self.pending_secrets.push((self.tick + 1, secret));
         }
     }
 
     fn external_secrets(&mut self) {
         let tick = self.tick;
-        let (due, later): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.pending_secrets).into_iter().partition(|(t, _)| *t <= tick);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_secrets)
+            .into_iter()
+            .partition(|(t, _)| *t <= tick);
         self.pending_secrets = later;
         for (_, s) in due {
             if let Err(e) = self.server_apply(EXTERNAL_SECRETS, s.clone(), false) {
@@ -907,7 +1034,11 @@ impl Sim {
 
     /// `flux reconcile hr NAME`: an UPDATE that only adds reconcile.fluxcd.io/requestedAt.
     pub fn flux_reconcile(&mut self, key: &Key) -> Result<(), String> {
-        let old = self.cluster.get(key).cloned().ok_or_else(|| format!("{key} not found"))?;
+        let old = self
+            .cluster
+            .get(key)
+            .cloned()
+            .ok_or_else(|| format!("{key} not found"))?;
         let mut obj = old.clone();
         if !obj["metadata"]["annotations"].is_object() {
             obj["metadata"]["annotations"] = json!({});
@@ -915,6 +1046,36 @@ impl Sim {
         obj["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"] = json!(self.timestamp());
         self.write(ADMIN, obj, Some(&old), false).map(drop)
     }
+}
+
+/// (allowed, status.message, warnings, decoded JSON patch) of an AdmissionReview response body.
+pub fn read_response(body: &[u8]) -> (bool, String, Vec<String>, Option<Value>) {
+    use base64::Engine as _;
+    let v: Value = serde_json::from_slice(body).unwrap_or_default();
+    let r = &v["response"];
+    let warnings = r["warnings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let patch = r["patch"].as_str().map(|p| {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(p)
+            .unwrap_or_default();
+        serde_json::from_slice(&raw).unwrap_or_default()
+    });
+    (
+        r["allowed"].as_bool().unwrap_or(false),
+        r["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        warnings,
+        patch,
+    )
 }
 
 /// `spec.dependsOn` as keys of the given kind, namespace defaulting to the object's.
@@ -938,12 +1099,28 @@ fn depends_on(obj: &Value, group: &str, kind: &str) -> Vec<Key> {
 }
 
 /// An AdmissionReview v1 request as the API server builds it.
-pub fn review_body(uid: &str, operation: &str, user: &str, obj: &Value, old: Option<&Value>, dry_run: bool) -> Value {
+pub fn review_body(
+    uid: &str,
+    operation: &str,
+    user: &str,
+    obj: &Value,
+    old: Option<&Value>,
+    dry_run: bool,
+) -> Value {
     let k = Key::of(obj);
-    let version = obj["apiVersion"].as_str().unwrap_or("v1").rsplit('/').next().unwrap_or("v1");
+    let version = obj["apiVersion"]
+        .as_str()
+        .unwrap_or("v1")
+        .rsplit('/')
+        .next()
+        .unwrap_or("v1");
     let gvk = json!({"group": k.group, "version": version, "kind": k.kind});
     let gvr = json!({"group": k.group, "version": version, "resource": format!("{}s", k.kind.to_lowercase())});
-    let options_kind = if operation == "CREATE" { "CreateOptions" } else { "UpdateOptions" };
+    let options_kind = if operation == "CREATE" {
+        "CreateOptions"
+    } else {
+        "UpdateOptions"
+    };
     let manager = user.rsplit(':').next().unwrap_or(user);
     let mut request = json!({
         "uid": uid,
@@ -973,13 +1150,24 @@ pub fn review_body(uid: &str, operation: &str, user: &str, obj: &Value, old: Opt
 // Manifests.
 
 /// A child Kustomization in flux-system applying `path`.
-pub fn kustomization(name: &str, path: &str, depends_on: &[&str], wait: bool, substitute_from: &[Value]) -> Value {
+pub fn kustomization(
+    name: &str,
+    path: &str,
+    depends_on: &[&str],
+    wait: bool,
+    substitute_from: &[Value],
+) -> Value {
     let mut spec = json!({
         "interval": "10m", "retryInterval": "1m", "path": path, "prune": true, "wait": wait,
         "sourceRef": {"kind": "GitRepository", "name": "flux-system"}
     });
     if !depends_on.is_empty() {
-        spec["dependsOn"] = json!(depends_on.iter().map(|d| json!({"name": d})).collect::<Vec<_>>());
+        spec["dependsOn"] = json!(
+            depends_on
+                .iter()
+                .map(|d| json!({"name": d}))
+                .collect::<Vec<_>>()
+        );
     }
     if !substitute_from.is_empty() {
         spec["postBuild"] = json!({"substituteFrom": substitute_from});
@@ -1000,7 +1188,13 @@ pub fn namespace(name: &str, tenant: bool) -> Value {
 }
 
 /// A HelmRelease of `chart`; `values_from` entries are given whole.
-pub fn helm_release(ns: &str, name: &str, chart: &str, depends_on: &[Value], values_from: &[Value]) -> Value {
+pub fn helm_release(
+    ns: &str,
+    name: &str,
+    chart: &str,
+    depends_on: &[Value],
+    values_from: &[Value],
+) -> Value {
     let mut spec = json!({
         "interval": "10m",
         "chart": {"spec": {"chart": chart, "version": "1.x",
@@ -1022,7 +1216,10 @@ pub fn helm_release(ns: &str, name: &str, chart: &str, depends_on: &[Value], val
 
 /// A Secret (SOPS-decrypted by kustomize-controller before it is applied) with these keys.
 pub fn secret(ns: &str, name: &str, keys: &[&str]) -> Value {
-    let data: serde_json::Map<String, Value> = keys.iter().map(|k| ((*k).to_owned(), json!("dmFsdWU="))).collect();
+    let data: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|k| ((*k).to_owned(), json!("dmFsdWU=")))
+        .collect();
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
            "type": "Opaque", "data": data})
 }
@@ -1033,7 +1230,10 @@ pub fn docker_secret(ns: &str, name: &str) -> Value {
 }
 
 pub fn config_map(ns: &str, name: &str, keys: &[&str]) -> Value {
-    let data: serde_json::Map<String, Value> = keys.iter().map(|k| ((*k).to_owned(), json!("x: 1"))).collect();
+    let data: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|k| ((*k).to_owned(), json!("x: 1")))
+        .collect();
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": data})
 }
 
@@ -1090,8 +1290,14 @@ pub fn deployment(ns: &str, name: &str, labels: Value, pod: Value) -> Value {
 pub fn chart_deployment(hr: &Value) -> Value {
     let ns = hr["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = hr["metadata"]["name"].as_str().unwrap_or_default();
-    let chart = hr.pointer("/spec/chart/spec/chart").and_then(Value::as_str).unwrap_or("app");
-    let compliant = hr.pointer("/spec/values/podSecurity").and_then(Value::as_str) != Some("none");
+    let chart = hr
+        .pointer("/spec/chart/spec/chart")
+        .and_then(Value::as_str)
+        .unwrap_or("app");
+    let compliant = hr
+        .pointer("/spec/values/podSecurity")
+        .and_then(Value::as_str)
+        != Some("none");
     deployment(
         ns,
         name,

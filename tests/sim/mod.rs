@@ -1,7 +1,7 @@
 //! A Flux apply simulator for the integration tests: `flux` models what kustomize-controller,
-//! helm-controller, external-secrets and the API server send to the webhooks, `gen` generates
+//! helm-controller, external-secrets and the API server send to the webhooks, `generate` generates
 //! repositories (valid ones, and ones with one injected defect).
 #![allow(dead_code)]
 
 pub mod flux;
-pub mod gen;
+pub mod generate;
