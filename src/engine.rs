@@ -79,6 +79,9 @@ const FLUX_OWNER_LABELS: [&str; 2] = [
     "helm.toolkit.fluxcd.io/name",
 ];
 
+/// Service accounts of the Flux controllers that write objects.
+const FLUX_CONTROLLERS: [&str; 2] = ["kustomize-controller", "helm-controller"];
+
 /// Evaluates one request against the policy set and the cluster view. A mutation writes into
 /// the request's object and takes its writes back before returning: the request comes back
 /// as it went in.
@@ -285,7 +288,7 @@ fn judge(findings: &mut [Reported], req: &Request, object: &Value, world: World)
     }
     let why = if req.dry_run {
         "a dry run; Flux dry-runs a whole apply before it writes any of it"
-    } else if flux_applied(object) {
+    } else if flux_applied(object) || flux_controller(&req.user_info) {
         "Flux applies this object; what it needs may come in the same or another apply, and Flux retries"
     } else {
         return;
@@ -304,6 +307,17 @@ pub fn flux_applied(object: &Value) -> bool {
         .pointer("/metadata/labels")
         .and_then(Value::as_object)
         .is_some_and(|l| FLUX_OWNER_LABELS.iter().any(|k| l.contains_key(*k)))
+}
+
+/// Whether the request comes from one of Flux's controllers (their service accounts keep these
+/// names in whatever namespace Flux is installed).
+fn flux_controller(user_info: &Value) -> bool {
+    user_info
+        .get("username")
+        .and_then(Value::as_str)
+        .and_then(|u| u.strip_prefix("system:serviceaccount:"))
+        .and_then(|u| u.split_once(':'))
+        .is_some_and(|(_, sa)| FLUX_CONTROLLERS.contains(&sa))
 }
 
 /// Whether the object is being deleted (`metadata.deletionTimestamp` set).

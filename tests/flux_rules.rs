@@ -29,6 +29,8 @@ fn snapshot() -> &'static Snapshot {
     })
 }
 
+/// A review of a person's `kubectl apply` (not Flux's), so every error the rules find denies a
+/// real write; how Flux's requests are judged is tests/judgement.rs's and tests/flux_apply.rs's.
 fn review(op: &str, obj: &Value, old: Option<&Value>, dry_run: bool) -> Vec<u8> {
     let (group, version) = obj["apiVersion"]
         .as_str()
@@ -43,7 +45,7 @@ fn review(op: &str, obj: &Value, old: Option<&Value>, dry_run: bool) -> Vec<u8> 
             "kind": {"group": group, "version": version, "kind": kind},
             "resource": {"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())},
             "name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"],
-            "operation": op, "userInfo": {"username": "system:serviceaccount:flux-system:helm-controller"},
+            "operation": op, "userInfo": {"username": "alice@example.com"},
             "object": obj, "oldObject": old, "dryRun": dry_run
         }
     }))

@@ -17,8 +17,10 @@ fn root() -> PathBuf {
 }
 
 const KUSTOMIZE: &str = "system:serviceaccount:flux-system:kustomize-controller";
+const PERSON: &str = "jane@example.com";
 
 struct Req<'a> {
+    user: &'a str,
     op: &'a str,
     object: Value,
     old: Option<Value>,
@@ -44,7 +46,7 @@ fn body(r: &Req<'_>) -> Vec<u8> {
             "kind": {"group": group, "version": version, "kind": kind},
             "resource": {"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())},
             "name": o["metadata"]["name"], "namespace": o["metadata"]["namespace"],
-            "operation": r.op, "userInfo": {"username": KUSTOMIZE},
+            "operation": r.op, "userInfo": {"username": r.user},
             "object": r.object, "oldObject": r.old, "dryRun": r.dry_run
         }
     }))
@@ -119,6 +121,7 @@ fn a_missing_secret_denies_only_a_persons_real_write() {
         &snap,
         Mode::Validate,
         &Req {
+            user: KUSTOMIZE,
             op: "CREATE",
             object: podinfo(flux_labels()),
             old: None,
@@ -139,6 +142,7 @@ fn a_missing_secret_denies_only_a_persons_real_write() {
         &snap,
         Mode::Validate,
         &Req {
+            user: KUSTOMIZE,
             op: "CREATE",
             object: podinfo(flux_labels()),
             old: None,
@@ -160,6 +164,7 @@ fn a_missing_secret_denies_only_a_persons_real_write() {
         &snap,
         Mode::Validate,
         &Req {
+            user: PERSON,
             op: "CREATE",
             object: podinfo(json!({})),
             old: None,
@@ -168,6 +173,28 @@ fn a_missing_secret_denies_only_a_persons_real_write() {
     );
     assert!(!person.allowed);
     assert!(person.message.contains(missing), "{}", person.message);
+
+    // Either sign of Flux is enough: its controller's service account without the labels, or
+    // the labels (a person re-applying what Flux applied).
+    for (user, labels) in [(KUSTOMIZE, json!({})), (PERSON, flux_labels())] {
+        let a = ask(
+            &snap,
+            Mode::Validate,
+            &Req {
+                user,
+                op: "CREATE",
+                object: podinfo(labels),
+                old: None,
+                dry_run: false,
+            },
+        );
+        assert!(a.allowed, "{user}: {}", a.message);
+        assert!(
+            a.warnings.iter().any(|w| w.contains(missing)),
+            "{:?}",
+            a.warnings
+        );
+    }
 
     // Once the Secret exists, every one of them is admitted without a word.
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -182,6 +209,7 @@ fn a_missing_secret_denies_only_a_persons_real_write() {
             &snap,
             Mode::Validate,
             &Req {
+                user: PERSON,
                 op: "CREATE",
                 object: podinfo(labels),
                 old: None,
@@ -208,6 +236,7 @@ fn a_fault_of_the_object_itself_is_denied_on_every_request() {
             &snap,
             Mode::Validate,
             &Req {
+                user: PERSON,
                 op: "CREATE",
                 object: hr.clone(),
                 old: None,
@@ -233,6 +262,7 @@ fn deletion_through_finalizers_is_never_denied() {
         &snap,
         Mode::Validate,
         &Req {
+            user: PERSON,
             op: "UPDATE",
             object: new,
             old: Some(old),
@@ -271,6 +301,7 @@ fn deletion_through_finalizers_is_never_denied() {
             &snap,
             mode,
             &Req {
+                user: PERSON,
                 op: "UPDATE",
                 object: new.clone(),
                 old: Some(old.clone()),
@@ -293,6 +324,7 @@ fn deletion_through_finalizers_is_never_denied() {
         &snap,
         Mode::Validate,
         &Req {
+            user: PERSON,
             op: "CREATE",
             object: old,
             old: None,
@@ -326,6 +358,7 @@ fn flux_reconcile_on_a_broken_object_is_admitted() {
         &snap,
         Mode::Validate,
         &Req {
+            user: PERSON,
             op: "UPDATE",
             object: new,
             old: Some(old),
@@ -347,6 +380,7 @@ fn existing_violations_warn_unless_the_policy_is_strict() {
     let mut new = old.clone();
     new["spec"]["interval"] = json!("5m");
     let req = Req {
+        user: PERSON,
         op: "UPDATE",
         object: new.clone(),
         old: Some(old.clone()),
@@ -366,6 +400,7 @@ fn existing_violations_warn_unless_the_policy_is_strict() {
     let mut clean = old.clone();
     clean["spec"]["dependsOn"] = json!([]);
     let fresh = Req {
+        user: PERSON,
         op: "UPDATE",
         object: new.clone(),
         old: Some(clean),
@@ -428,6 +463,7 @@ spec:
                               "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}
     });
     let req = Req {
+        user: PERSON,
         op: "CREATE",
         object: deployment,
         old: None,
@@ -474,6 +510,7 @@ fn the_default_mutation_is_enforced_only_in_tenant_namespaces() {
         namespace("infra", json!({})),
     ]);
     let pod = |ns: &str| Req {
+        user: PERSON,
         op: "CREATE",
         object: json!({"apiVersion": "v1", "kind": "Pod",
                        "metadata": {"name": "p", "namespace": ns},

@@ -155,6 +155,12 @@ fn review(snap: &Snapshot, mode: Mode, obj: &Value) -> Reply {
     review_raw(snap, mode, &review_body(obj, FLUX_SA, false))
 }
 
+/// A person's `kubectl apply`: a missing or wrong pull Secret (another object) denies it; from
+/// Flux it is a warning (tests/judgement.rs).
+fn review_by_person(snap: &Snapshot, mode: Mode, obj: &Value) -> Reply {
+    review_raw(snap, mode, &review_body(obj, PERSON, false))
+}
+
 fn apply(obj: &Value, patch: &Value) -> Value {
     let p: json_patch::Patch = serde_json::from_value(patch.clone()).unwrap();
     let mut out = obj.clone();
@@ -522,7 +528,7 @@ fn pod_naming_a_missing_pull_secret_is_denied() {
         json!({"containers": [{"name": "c", "image": "acme.azurecr.io/web:1"}],
                "imagePullSecrets": [{"name": "acr-pull"}, {"name": "nope-pull"}]}),
     );
-    let r = review(mutating(), Mode::Validate, &pod);
+    let r = review_by_person(mutating(), Mode::Validate, &pod);
     assert!(!r.allowed);
     assert!(r.message.contains("team-a/nope-pull"), "{}", r.message);
     assert!(r.message.contains("not found"), "{}", r.message);
@@ -543,7 +549,7 @@ fn pull_secret_of_type_opaque_is_denied() {
         json!({"containers": [{"name": "c", "image": "nginx:1.27"}],
                "imagePullSecrets": [{"name": "app-config"}]}),
     );
-    let r = review(mutating(), Mode::Validate, &deploy);
+    let r = review_by_person(mutating(), Mode::Validate, &deploy);
     assert!(!r.allowed);
     assert!(r.message.contains("team-a/app-config"), "{}", r.message);
     assert!(r.message.contains("Opaque"), "{}", r.message);
@@ -583,7 +589,7 @@ fn helm_release(values: Value) -> Value {
 
 #[test]
 fn helm_release_values_naming_a_missing_pull_secret_are_denied() {
-    let r = review(
+    let r = review_by_person(
         mutating(),
         Mode::Validate,
         &helm_release(json!({"global": {"imagePullSecrets": [{"name": "acr-pul"}]}})),
@@ -596,7 +602,7 @@ fn helm_release_values_naming_a_missing_pull_secret_are_denied() {
         r.message
     );
     // Plain strings are names too.
-    let r = review(
+    let r = review_by_person(
         mutating(),
         Mode::Validate,
         &helm_release(json!({"global": {"imagePullSecrets": ["acr-pull", "gone"]}})),
@@ -604,7 +610,7 @@ fn helm_release_values_naming_a_missing_pull_secret_are_denied() {
     assert!(!r.allowed);
     assert!(r.message.contains("team-a/gone"), "{}", r.message);
     // Top-level `imagePullSecrets` values too.
-    let r = review(
+    let r = review_by_person(
         mutating(),
         Mode::Validate,
         &helm_release(json!({"imagePullSecrets": [{"name": "app-config"}]})),
@@ -617,7 +623,7 @@ fn helm_release_values_naming_a_missing_pull_secret_are_denied() {
         r.message
     );
     // The same release naming an existing pull secret passes.
-    let r = review(
+    let r = review_by_person(
         mutating(),
         Mode::Validate,
         &helm_release(json!({"global": {"imagePullSecrets": [{"name": "acr-pull"}]}})),

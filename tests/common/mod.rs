@@ -617,7 +617,8 @@ pub fn deployment(name: &str, namespace: &str, labels: Value, images: &[&str]) -
 }
 
 /// An AdmissionReview v1 request as the API server sends it. `operation` is CREATE, UPDATE,
-/// DELETE or CONNECT; the object goes into `oldObject` for DELETE.
+/// DELETE or CONNECT; the object goes into `oldObject` for DELETE. The requester is a person
+/// (not a Flux controller), so errors about other objects deny a real write.
 pub fn review_json(uid: &str, operation: &str, object: &Value) -> Value {
     let api_version = object["apiVersion"].as_str().unwrap_or("v1");
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -643,7 +644,7 @@ pub fn review_json(uid: &str, operation: &str, object: &Value) -> Value {
             "namespace": object["metadata"]["namespace"],
             "operation": operation,
             "userInfo": {
-                "username": "system:serviceaccount:flux-system:kustomize-controller",
+                "username": "alice@example.com",
                 "groups": ["system:serviceaccounts", "system:authenticated"]
             },
             "object": obj,
