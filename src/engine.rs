@@ -283,7 +283,11 @@ fn admit(r: &mut Reported, why: &str) {
 /// `kubectl apply`, which writes every object whatever happens to the others), and offline,
 /// where the repository is everything there is.
 fn judge(findings: &mut [Reported], req: &Request, object: &Value, world: World) {
-    if world == World::Whole {
+    if world == World::Whole
+        || !findings
+            .iter()
+            .any(|r| is_error(r) && r.finding.basis == Basis::Other)
+    {
         return;
     }
     let why = if req.dry_run {
@@ -323,7 +327,8 @@ fn flux_controller(user_info: &Value) -> bool {
 /// Whether the object is being deleted (`metadata.deletionTimestamp` set).
 fn is_terminating(object: &Value) -> bool {
     object
-        .pointer("/metadata/deletionTimestamp")
+        .get("metadata")
+        .and_then(|m| m.get("deletionTimestamp"))
         .is_some_and(|v| !v.is_null())
 }
 
