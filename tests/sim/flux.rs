@@ -107,18 +107,21 @@ impl fmt::Display for Key {
     }
 }
 
+/// Cluster-scoped kinds: the built-in ones, and by the naming convention of the add-ons real
+/// repositories carry (cert-manager's ClusterIssuer, Gateway API's GatewayClass,
+/// external-secrets' ClusterSecretStore).
 fn cluster_scoped(kind: &str) -> bool {
     matches!(
         kind,
         "Namespace"
             | "CustomResourceDefinition"
-            | "ClusterRole"
-            | "ClusterRoleBinding"
             | "StorageClass"
             | "PriorityClass"
+            | "GatewayClass"
+            | "IngressClass"
             | "MutatingWebhookConfiguration"
             | "ValidatingWebhookConfiguration"
-    )
+    ) || kind.starts_with("Cluster")
 }
 
 const WORKLOADS: [(&str, &str); 7] = [
@@ -352,7 +355,10 @@ impl Sim {
             pending_secrets: Vec::new(),
             uid: 0,
         };
-        sim.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ROOT_NS}}));
+        // Every cluster has these before Flux arrives.
+        for ns in ["default", "kube-system", ROOT_NS] {
+            sim.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        }
         sim.seed(kustomization(ROOT_NAME, ROOT_PATH, &[], false, &[]));
         sim
     }
