@@ -18,6 +18,12 @@ pub enum CertError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "certificate directory {dir} holds no tls.crt and tls.key, and fluxadmit cannot write \
+         one there ({reason}); mount a TLS Secret with ca.crt, tls.crt and tls.key there, or \
+         point --cert-dir at a writable directory to have one generated"
+    )]
+    ReadOnlyDir { dir: String, reason: String },
 }
 
 /// What the serving certificate is for.
@@ -163,9 +169,19 @@ fn write_file(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
 
 /// Uses the certificate in `dir` if there is one, else generates and writes one.
 /// Returns true when it generated.
+/// A directory that exists but cannot be written (a read-only mount, or no write permission
+/// for this user) is reported as such, before anything is written.
 pub fn ensure(dir: &Path, opts: &CertOptions) -> Result<bool, CertError> {
     if dir.join("tls.crt").exists() && dir.join("tls.key").exists() {
         return Ok(false);
+    }
+    if dir.is_dir()
+        && let Err(e) = rustix::fs::access(dir, rustix::fs::Access::WRITE_OK)
+    {
+        return Err(CertError::ReadOnlyDir {
+            dir: dir.display().to_string(),
+            reason: std::io::Error::from(e).to_string(),
+        });
     }
     write(dir, &generate(opts)?)?;
     Ok(true)
