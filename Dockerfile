@@ -5,6 +5,7 @@
 
 # Build stage: the Rust toolchain this crate is tested with (Cargo.lock pins every crate).
 FROM docker.io/library/rust:1.95.0-bookworm AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
