@@ -37,20 +37,37 @@ pub struct Running {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     pub state: Arc<AppState>,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// How the server is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Running,
+    /// SIGTERM: keep answering for the drain period while the endpoints move away.
+    Drain,
+    /// SIGINT (Ctrl-C): no drain; requests in flight still finish.
+    Now,
 }
 
 impl Running {
     /// Starts the graceful shutdown (as SIGTERM does) and waits for it to finish.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send(Stop::Drain);
+        self.done.await.context("server task")?
+    }
+
+    /// Stops without the drain (as Ctrl-C does): stops accepting, lets the requests in flight
+    /// finish, and waits for that.
+    pub async fn interrupt(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(Stop::Now);
         self.done.await.context("server task")?
     }
 
     /// Starts the graceful shutdown without waiting.
     pub fn begin_shutdown(&self) {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send(Stop::Drain);
     }
 
     /// Waits for the server to end (after a shutdown began).
@@ -89,7 +106,7 @@ pub async fn start(
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(Stop::Running);
     // Metrics stay up through the drain, so the shutdown itself can be observed.
     let (finished_tx, mut finished_rx) = watch::channel(false);
     if let Some(l) = metrics_listener {
@@ -140,7 +157,7 @@ async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<AppState>,
-    mut stop_rx: watch::Receiver<bool>,
+    mut stop_rx: watch::Receiver<Stop>,
     opts: Options,
 ) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
@@ -149,7 +166,7 @@ async fn serve(
     let tracker = TaskTracker::new();
     let accepting = || accept_loop(&listener, &acceptor, &app, &phase_rx, &tracker);
     let stopped = async {
-        let _ = stop_rx.wait_for(|s| *s).await;
+        let _ = stop_rx.wait_for(|s| *s != Stop::Running).await;
     };
     tokio::select! {
         _ = accepting() => {}
@@ -159,10 +176,14 @@ async fn serve(
     // and a request still routed here must be answered.
     state.draining.store(true, Ordering::SeqCst);
     let _ = phase_tx.send(Phase::Draining);
-    tracing::info!(drain = ?opts.drain, "shutting down: draining connections");
-    tokio::select! {
-        _ = accepting() => {}
-        _ = tokio::time::sleep(opts.drain) => {}
+    if *stop_rx.borrow() == Stop::Now {
+        tracing::info!("interrupted: closing without the drain");
+    } else {
+        tracing::info!(drain = ?opts.drain, "shutting down: draining connections");
+        tokio::select! {
+            _ = accepting() => {}
+            _ = tokio::time::sleep(opts.drain) => {}
+        }
     }
     drop(listener);
     let _ = phase_tx.send(Phase::Closing);
