@@ -13,11 +13,8 @@ use time::{Duration, OffsetDateTime};
 pub enum CertError {
     #[error("generating certificate: {0}")]
     Generate(#[from] rcgen::Error),
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error(
         "certificate directory {dir} holds no tls.crt and tls.key, and fluxadmit cannot write \
          one there ({reason}); mount a TLS Secret with ca.crt, tls.crt and tls.key there, or \
@@ -134,7 +131,7 @@ pub fn generate(opts: &CertOptions) -> Result<Bundle, CertError> {
 pub fn write(dir: &Path, b: &Bundle) -> Result<(), CertError> {
     std::fs::create_dir_all(dir).map_err(|source| CertError::Io {
         path: dir.display().to_string(),
-        source,
+        error: source,
     })?;
     for (name, text, secret) in [
         ("ca.crt", &b.ca_cert, false),
@@ -145,7 +142,7 @@ pub fn write(dir: &Path, b: &Bundle) -> Result<(), CertError> {
         let path = dir.join(name);
         write_file(&path, text.as_bytes(), secret).map_err(|source| CertError::Io {
             path: path.display().to_string(),
-            source,
+            error: source,
         })?;
     }
     Ok(())

@@ -32,7 +32,7 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<Document>, LoadError> {
         for f in files {
             let text = std::fs::read_to_string(&f).map_err(|source| LoadError::Io {
                 path: f.clone(),
-                source,
+                error: source,
             })?;
             for object in parse_manifests(&f, &text)? {
                 docs.push(Document {

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: document {doc}: not valid YAML/JSON: {message}")]
     Parse {
@@ -27,12 +27,12 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     while let Some(d) = stack.pop() {
         let rd = std::fs::read_dir(&d).map_err(|source| LoadError::Io {
             path: d.clone(),
-            source,
+            error: source,
         })?;
         for entry in rd {
             let entry = entry.map_err(|source| LoadError::Io {
                 path: d.clone(),
-                source,
+                error: source,
             })?;
             let path = entry.path();
             let name = entry.file_name();
@@ -111,7 +111,7 @@ pub fn load_dir(dirs: &[PathBuf]) -> Result<ClusterView, LoadError> {
                         let text =
                             std::fs::read_to_string(path).map_err(|source| LoadError::Io {
                                 path: path.clone(),
-                                source,
+                                error: source,
                             })?;
                         for obj in parse_manifests(path, &text)? {
                             view.add_manifest(&obj);
