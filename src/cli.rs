@@ -63,19 +63,28 @@ pub enum Command {
     Graph(GraphArgs),
     /// Benchmarks: load (vs a floor server), memory, startup, scaling.
     Bench(crate::bench::BenchArgs),
+    /// Print the effective policy set: each policy's name, source, action, match and rules.
+    Policies(PoliciesArgs),
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct SourceArgs {
-    /// Policy files or directories (repeatable). `examples/` subdirectories are not loaded
-    /// unless named directly.
+pub struct PolicyArgs {
+    /// Policy files or directories (repeatable), replacing the built-in set; `builtin` names
+    /// the built-in set (the default policies compiled in), e.g. `--policies builtin
+    /// --policies extra.yaml`. `examples/` subdirectories are not loaded unless named directly.
     #[arg(
         long = "policies",
         env = "FLUXADMIT_POLICIES",
         value_delimiter = ',',
-        default_value = "policies"
+        default_value = crate::policy::builtin::KEYWORD
     )]
     pub policies: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SourceArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Directories of manifests that make up the offline cluster view (repeatable).
     #[arg(long = "state", env = "FLUXADMIT_STATE", value_delimiter = ',')]
     pub state: Vec<PathBuf>,
@@ -174,6 +183,21 @@ pub struct CheckArgs {
     pub paths: Vec<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+pub struct PoliciesArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// `text`: a summary of each policy; `yaml`: the policy documents themselves.
+    #[arg(long, short, default_value = "text")]
+    pub output: PoliciesFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PoliciesFormat {
+    Text,
+    Yaml,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum GraphFormat {
     Mermaid,
@@ -232,7 +256,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Process entry point.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log_level);
+    // Held to the end of the process: dropping it writes out the lines still buffered.
+    let _log = init_logging(cli.log_format, &cli.log_level);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -242,22 +267,229 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
+/// Lines the log writer holds while its output is slower than the logs (a few MB at most);
+/// past that, lines are dropped, never waited for, and counted in
+/// `fluxadmit_log_lines_dropped_total`.
+pub const LOG_BUFFER_LINES: usize = 8192;
+
+/// Installs the process's subscriber: logs go to stderr through a non-blocking writer, with
+/// ANSI colours only when stderr is a terminal (and `NO_COLOR` is unset). The guard flushes
+/// the buffered lines when dropped: keep it until the process ends.
+fn init_logging(
+    format: LogFormat,
+    filter: &str,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let stderr = std::io::stderr();
+    let ansi = stderr.is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let (dispatch, guard) = log_dispatch(
+        format,
+        filter,
+        ansi,
+        std::io::BufWriter::with_capacity(64 * 1024, stderr),
+    );
+    dispatch.try_init().ok()?;
+    Some(guard)
+}
+
+/// A subscriber as `serve` logs: `filter` (env-filter syntax, `info` if it does not parse),
+/// `format`, written to `out` by a background thread. A line costs the caller its formatting
+/// and a channel send; when `out` falls [`LOG_BUFFER_LINES`] behind, lines are dropped and
+/// counted, so a slow log consumer never blocks an admission answer. `out` is flushed each
+/// time the queue is empty, and when the guard is dropped.
+pub fn log_dispatch<W: std::io::Write + Send + 'static>(
+    format: LogFormat,
+    filter: &str,
+    ansi: bool,
+    out: W,
+) -> (
+    tracing::Dispatch,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("fluxadmit-log")
+        .finish(out);
+    crate::metrics::watch_log_writer(writer.error_counter());
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().flatten_event(true).init(),
+        .with_writer(writer);
+    let dispatch = match format {
+        LogFormat::Text => tracing::Dispatch::new(b.with_ansi(ansi).finish()),
+        LogFormat::Json => tracing::Dispatch::new(
+            b.with_ansi(false)
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(JsonLine)
+                .finish(),
+        ),
+    };
+    (dispatch, guard)
+}
+
+/// `--log-format json`: one object per line, `{"timestamp", "level", "message", fields…,
+/// "target"}` with the fields flattened (as tracing-subscriber's JSON format with
+/// `flatten_event`), plus `"spans"` when inside spans. A field named `findings` holds JSON
+/// already (`server::http::FindingsJson`) and is embedded as such, not as a string.
+pub struct JsonLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing_subscriber::fmt::time::FormatTime as _;
+        let meta = event.metadata();
+        w.write_str("{\"timestamp\":\"")?;
+        tracing_subscriber::fmt::time::SystemTime.format_time(&mut w)?;
+        write!(w, "\",\"level\":\"{}\"", meta.level())?;
+        let mut fields = JsonFieldsVisitor {
+            out: String::with_capacity(256),
+            target: None,
+        };
+        event.record(&mut fields);
+        w.write_str(&fields.out)?;
+        if let Some(scope) = ctx.event_scope() {
+            w.write_str(",\"spans\":[")?;
+            for (i, span) in scope.from_root().enumerate() {
+                if i > 0 {
+                    w.write_char(',')?;
+                }
+                write!(w, "{{\"name\":{}", json_str(span.name()))?;
+                let ext = span.extensions();
+                if let Some(f) = ext.get::<tracing_subscriber::fmt::FormattedFields<N>>() {
+                    // JsonFields stores a span's fields as a JSON object.
+                    let inner = f.fields.trim();
+                    let inner = inner.strip_prefix('{').and_then(|s| s.strip_suffix('}'));
+                    if let Some(inner) = inner.filter(|s| !s.trim().is_empty()) {
+                        write!(w, ",{inner}")?;
+                    }
+                }
+                w.write_char('}')?;
+            }
+            w.write_char(']')?;
+        }
+        let target = fields.target.as_deref().unwrap_or(meta.target());
+        writeln!(w, ",\"target\":{}}}", json_str(target))
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// Writes each field as `,"name":value`: numbers and booleans as such, `findings` as the JSON
+/// it is, everything else as a string. Records bridged from the `log` crate name their
+/// target in `log.target`; their other `log.*` fields are left out.
+struct JsonFieldsVisitor {
+    out: String,
+    target: Option<String>,
+}
+
+impl JsonFieldsVisitor {
+    fn key(&mut self, field: &tracing::field::Field) -> bool {
+        use std::fmt::Write as _;
+        let name = field.name();
+        if name.starts_with("log.") {
+            return false;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        let _ = write!(self.out, ",{}:", json_str(name));
+        true
+    }
+}
+
+impl tracing::field::Visit for JsonFieldsVisitor {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "log.target" {
+            self.target = Some(value.to_owned());
+        }
+        if self.key(field) {
+            self.out.push_str(&json_str(value));
+        }
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        if self.key(field) {
+            self.out.push_str(if value { "true" } else { "false" });
+        }
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        use std::fmt::Write as _;
+        if self.key(field) {
+            let _ = write!(self.out, "{value}");
+        }
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        use std::fmt::Write as _;
+        if self.key(field) {
+            let _ = write!(self.out, "{value}");
+        }
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        use std::fmt::Write as _;
+        if self.key(field) {
+            if value.is_finite() {
+                let _ = write!(self.out, "{value}");
+            } else {
+                self.out.push_str("null");
+            }
+        }
+    }
+
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        if self.key(field) {
+            self.out.push_str(&json_str(&value.to_string()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        if !self.key(field) {
+            return;
+        }
+        if field.name() == "findings" {
+            let _ = write!(self.out, "{value:?}");
+        } else {
+            self.out.push_str(&json_str(&format!("{value:?}")));
+        }
+    }
+}
+
+/// A `--policies` path that does not exist, named as given with the working directory:
+/// `--policies ./polcies: no such file or directory (working directory /x); use --policies
+/// builtin for the built-in set`.
+fn check_policy_paths(policies: &PolicyArgs) -> anyhow::Result<()> {
+    match crate::policy::load::first_missing(&policies.policies) {
+        Some(e) => Err(anyhow::anyhow!(
+            "--policies {e}; use --policies {} for the built-in set",
+            crate::policy::builtin::KEYWORD
+        )),
+        None => Ok(()),
     }
 }
 
 /// Loads policies and state. A policy error is a usage error: exit code 2.
 pub fn load_snapshot(sources: &SourceArgs) -> Result<Snapshot, (ExitCode, anyhow::Error)> {
-    let policies: PolicySet =
-        load_paths(&sources.policies).map_err(|e| (ExitCode::from(2), anyhow::Error::new(e)))?;
+    check_policy_paths(&sources.policy).map_err(|e| (ExitCode::from(2), e))?;
+    let policies: PolicySet = load_paths(&sources.policy.policies)
+        .map_err(|e| (ExitCode::from(2), anyhow::Error::new(e)))?;
     let view = if sources.state.is_empty() {
         ClusterView::default()
     } else {
@@ -285,6 +517,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => check(args),
+        Command::Policies(args) => policies(args),
         Command::Graph(args) => {
             let docs = crate::check::read_documents(&args.paths)?;
             let kind = match args.kind {
@@ -308,6 +541,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `fluxadmit policies`: the effective set, as a summary or as YAML. A policy error: exit 2.
+fn policies(args: PoliciesArgs) -> anyhow::Result<ExitCode> {
+    let loaded = check_policy_paths(&args.policy).and_then(|()| {
+        crate::policy::Effective::load(&args.policy.policies).map_err(anyhow::Error::new)
+    });
+    let effective = match loaded {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    match args.output {
+        PoliciesFormat::Text => print!("{}", effective.text()),
+        PoliciesFormat::Yaml => print!("{}", effective.yaml()?),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -422,7 +674,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let st = state.clone();
         let files = if args.policy_resources {
-            Some(crate::policy::load::read_documents(&args.sources.policies)?)
+            Some(crate::policy::load::read_documents(
+                &args.sources.policy.policies,
+            )?)
         } else {
             None
         };
@@ -460,20 +714,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .spawn_watch(args.cert_reload_interval, metrics);
     tracing::info!(addr = %running.addr, metrics = ?running.metrics_addr, startup_ms = started.elapsed().as_millis() as u64, "serving");
-    shutdown_signal().await?;
-    running.shutdown().await?;
+    if shutdown_signal().await? == Signal::Interrupt {
+        running.interrupt().await?;
+    } else {
+        running.shutdown().await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+#[derive(PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM, as the kubelet sends: drain first.
+    Terminate,
+    /// SIGINT, Ctrl-C at a terminal: stop now (requests in flight still finish).
+    Interrupt,
+}
+
+async fn shutdown_signal() -> anyhow::Result<Signal> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(tokio::select! {
+        _ = term.recv() => Signal::Terminate,
+        _ = int.recv() => Signal::Interrupt,
+    })
 }
 
 #[cfg(test)]

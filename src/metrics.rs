@@ -1,12 +1,19 @@
 //! Prometheus metrics (`fluxadmit_*`), served on a separate plain-HTTP port. Labels carry
-//! webhook names and decisions only: never object contents, never secret values.
+//! webhook names, decisions, and policy and rule names from the loaded policy set: never
+//! object contents, never secret values.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use crate::policy::PolicySet;
+use crate::rules::Level;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError, RwLock};
+use tracing_appender::non_blocking::ErrorCounter;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -24,6 +31,33 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+/// A finding's policy and rule (names from the loaded policy set, or fluxadmit's own
+/// `fluxadmit/policy-schema`) and its level.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub policy: String,
+    pub rule: String,
+    pub level: &'static str,
+}
+
+/// The finding levels, in `Level` order.
+pub const LEVELS: [&str; 2] = ["error", "warning"];
+
+/// The label value of a finding level.
+pub fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Error => LEVELS[0],
+        Level::Warning => LEVELS[1],
+    }
+}
+
+/// The finding fluxadmit reports itself (a `DeploymentPolicy` that does not compile).
+const BUILTIN_RULES: [(&str, &str); 1] = [("fluxadmit", "policy-schema")];
+
+/// Counter handles by policy, then rule, one per level: looked up by `&str` on the request
+/// path (no allocation, a read lock); written only the first time a pair is seen.
+type FindingHandles = HashMap<String, HashMap<String, [Counter; 2]>>;
+
 /// The decisions the admission counter is labelled with.
 pub const DECISIONS: [&str; 5] = ["allowed", "warned", "patched", "denied", "unchecked"];
 /// The webhooks.
@@ -37,6 +71,8 @@ pub struct Metrics {
     pub requests: Family<DecisionLabels, Counter>,
     pub duration: Family<WebhookLabels, Histogram>,
     pub bad_requests: Family<ErrorLabels, Counter>,
+    pub findings: Family<FindingLabels, Counter>,
+    finding_handles: RwLock<FindingHandles>,
     pub policies: Gauge,
     pub view_objects: Gauge,
     pub tls_reloads: Counter,
@@ -59,6 +95,7 @@ impl Metrics {
             ])
         });
         let bad_requests = Family::<ErrorLabels, Counter>::default();
+        let findings = Family::<FindingLabels, Counter>::default();
         let policies = Gauge::default();
         let view_objects = Gauge::default();
         let tls_reloads = Counter::default();
@@ -78,6 +115,12 @@ impl Metrics {
             "Requests answered with an HTTP error",
             bad_requests.clone(),
         );
+        registry.register(
+            "fluxadmit_findings",
+            "Findings reported in admission answers, by policy, rule and level (error, warning)",
+            findings.clone(),
+        );
+        registry.register_collector(Box::new(LogLinesDropped));
         registry.register(
             "fluxadmit_policies_loaded",
             "Policies in the active set",
@@ -115,18 +158,77 @@ impl Metrics {
                     .clone()
             })
             .collect();
-        Metrics {
+        let metrics = Metrics {
             registry,
             decision_counters,
             duration_histograms,
             requests,
             duration,
             bad_requests,
+            findings,
+            finding_handles: RwLock::new(HashMap::new()),
             policies,
             view_objects,
             tls_reloads,
             tls_reload_errors,
+        };
+        for (policy, rule) in BUILTIN_RULES {
+            metrics.finding_counters(policy, rule);
         }
+        metrics
+    }
+
+    /// Creates the finding series of every rule of `set` at both levels (0 until a finding),
+    /// so a rate over them exists before the first finding. Series of policies no longer
+    /// loaded stay: the label values are bounded by the policy names ever loaded.
+    pub fn register_policies(&self, set: &PolicySet) {
+        for p in set.policies.iter() {
+            for r in &p.rules {
+                self.finding_counters(&p.name, &r.name);
+            }
+        }
+    }
+
+    /// Counts one finding. `policy` and `rule` are the names the engine copied from the
+    /// policy set that produced the finding (or fluxadmit's own), never request content.
+    pub fn finding(&self, policy: &str, rule: &str, level: Level) {
+        let i = match level {
+            Level::Error => 0,
+            Level::Warning => 1,
+        };
+        let known = self
+            .finding_handles
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(policy)
+            .and_then(|rules| rules.get(rule))
+            .map(|c| c[i].clone());
+        match known {
+            Some(c) => c.inc(),
+            None => self.finding_counters(policy, rule)[i].inc(),
+        };
+    }
+
+    fn finding_counters(&self, policy: &str, rule: &str) -> [Counter; 2] {
+        let mut map = self
+            .finding_handles
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.entry(policy.to_owned())
+            .or_default()
+            .entry(rule.to_owned())
+            .or_insert_with(|| {
+                LEVELS.map(|level| {
+                    self.findings
+                        .get_or_create(&FindingLabels {
+                            policy: policy.to_owned(),
+                            rule: rule.to_owned(),
+                            level,
+                        })
+                        .clone()
+                })
+            })
+            .clone()
     }
 
     /// Counts one answered review and its latency.
@@ -148,5 +250,150 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// The drop counters of this process's non-blocking log writers. Process-wide, as the
+/// tracing subscriber they serve is.
+static LOG_WRITERS: Mutex<Vec<ErrorCounter>> = Mutex::new(Vec::new());
+
+/// Counts the lines a non-blocking log writer drops (its buffer full: the output is slower
+/// than the logs) in `fluxadmit_log_lines_dropped_total`.
+pub fn watch_log_writer(dropped: ErrorCounter) {
+    LOG_WRITERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(dropped);
+}
+
+/// Log lines dropped so far by every watched writer.
+pub fn log_lines_dropped() -> u64 {
+    LOG_WRITERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|c| c.dropped_lines() as u64)
+        .sum()
+}
+
+/// `fluxadmit_log_lines_dropped_total`, read from the writers at each scrape.
+#[derive(Debug)]
+struct LogLinesDropped;
+
+impl Collector for LogLinesDropped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(log_lines_dropped());
+        let metric = encoder.encode_descriptor(
+            "fluxadmit_log_lines_dropped",
+            "Log lines dropped because the log output was slower than the logs (the writer's buffer was full)",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::Write as _;
+
+    /// The value of an unlabelled sample, or of `name{labels}` as written.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn findings_are_counted_by_policy_rule_and_level() {
+        let m = Metrics::new();
+        let set = crate::bench::generate::default_policies().unwrap();
+        m.register_policies(&set);
+        m.finding(
+            "flux-referenced-secrets",
+            "referenced-secrets",
+            Level::Error,
+        );
+        m.finding(
+            "flux-referenced-secrets",
+            "referenced-secrets",
+            Level::Error,
+        );
+        m.finding("flux-dependencies", "depends-on", Level::Warning);
+        m.finding("fluxadmit", "policy-schema", Level::Error);
+        let text = m.encode();
+        let at = |p: &str, r: &str, l: &str| {
+            sample(
+                &text,
+                &format!("fluxadmit_findings_total{{policy=\"{p}\",rule=\"{r}\",level=\"{l}\"}}"),
+            )
+        };
+        assert_eq!(
+            at("flux-referenced-secrets", "referenced-secrets", "error"),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(
+            at("flux-dependencies", "depends-on", "warning"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            at("fluxadmit", "policy-schema", "error"),
+            Some(1.0),
+            "{text}"
+        );
+        // Every loaded rule has both series from the start.
+        assert_eq!(
+            at("flux-dependencies", "depends-on", "error"),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            at(
+                "restricted-security-context",
+                "security-context-defaults",
+                "warning"
+            ),
+            Some(0.0),
+            "{text}"
+        );
+    }
+
+    /// A writer that takes a while for each write: the log output of a slow consumer.
+    struct Slow;
+    impl std::io::Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn dropped_log_lines_are_exposed() {
+        let m = Metrics::new();
+        assert!(
+            sample(&m.encode(), "fluxadmit_log_lines_dropped_total").is_some(),
+            "{}",
+            m.encode()
+        );
+        let (mut w, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(2)
+            .finish(Slow);
+        watch_log_writer(w.error_counter());
+        for _ in 0..50 {
+            let _ = w.write_all(b"a line\n");
+        }
+        let dropped = w.error_counter().dropped_lines() as f64;
+        assert!(dropped >= 40.0, "{dropped}");
+        let exposed = sample(&m.encode(), "fluxadmit_log_lines_dropped_total").unwrap();
+        assert!(exposed >= dropped, "{exposed} < {dropped}");
+        drop(guard);
     }
 }

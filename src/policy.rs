@@ -1,5 +1,6 @@
 //! Policies: the model, loading from files, and the compiled set the engine runs.
 
+pub mod builtin;
 pub mod load;
 pub mod matching;
 pub mod model;
@@ -12,7 +13,8 @@ use model::Action;
 #[derive(Debug)]
 pub struct CompiledPolicy {
     pub name: String,
-    /// Where it came from (file path, or `DeploymentPolicy/<name>` in a cluster).
+    /// Where it came from: a file path, `builtin:<file>` for the built-in set, or
+    /// `DeploymentPolicy/<name>` in a cluster.
     pub source: String,
     pub action: Action,
     /// See `DeploymentPolicySpec::allow_existing_violations`.
@@ -44,11 +46,258 @@ impl PolicySet {
 }
 
 /// A policy that cannot be loaded: names the file, the policy, the field and the reason.
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("{file}: {}{field}: {reason}", policy.as_ref().map(|p| format!("policy {p:?}: ")).unwrap_or_default())]
+/// Shown as `file: policy "name": field: reason`, leaving out the parts that are not known
+/// (a missing file has neither policy nor field).
+#[derive(Debug, PartialEq)]
 pub struct PolicyError {
     pub file: String,
     pub policy: Option<String>,
     pub field: String,
     pub reason: String,
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: ", self.file)?;
+        if let Some(p) = &self.policy {
+            write!(f, "policy {p:?}: ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+impl CompiledRule {
+    /// The rule kind's name as written in a policy (`dependsOn`, `mutate`, …).
+    pub fn kind_name(&self) -> &'static str {
+        use crate::rules::RuleKind as K;
+        match &self.kind {
+            K::RequiredLabels(_) => "requiredLabels",
+            K::DependsOn(_) => "dependsOn",
+            K::ReferencedSecrets(_) => "referencedSecrets",
+            K::RequiredSecrets(_) => "requiredSecrets",
+            K::Expression(_) => "expression",
+            K::PodSecurity(_) => "podSecurity",
+            K::Mutate(_) => "mutate",
+            K::ImagePullSecrets(_) => "imagePullSecrets",
+        }
+    }
+}
+
+/// The effective policy set with the documents it was compiled from, as `fluxadmit policies`
+/// shows it.
+#[derive(Debug)]
+pub struct Effective {
+    pub set: PolicySet,
+    /// (source, document) of each policy, in the set's order (by name).
+    pub documents: Vec<(String, serde_json::Value)>,
+}
+
+impl Effective {
+    /// Reads and compiles the policies `--policies` names (`builtin` for the built-in set).
+    pub fn load(paths: &[std::path::PathBuf]) -> Result<Effective, PolicyError> {
+        let docs = load::read_documents(paths)?;
+        let set = load::compile_documents(docs.clone())?;
+        let mut by_name: std::collections::HashMap<String, (String, serde_json::Value)> = docs
+            .into_iter()
+            .filter_map(|(src, d)| {
+                let name = d.pointer("/metadata/name")?.as_str()?.to_owned();
+                Some((name, (src, d)))
+            })
+            .collect();
+        let documents = set
+            .policies
+            .iter()
+            .filter_map(|p| by_name.remove(&p.name))
+            .collect();
+        Ok(Effective { set, documents })
+    }
+
+    /// One block per policy: name, source, action, what it matches and its rules with their
+    /// kinds; then the totals.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for (p, (_, doc)) in self.set.policies.iter().zip(&self.documents) {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            let _ = writeln!(out, "{}", p.name);
+            let _ = writeln!(out, "  source:   {}", p.source);
+            let action = match p.action {
+                model::Action::Enforce => "Enforce (errors deny)",
+                model::Action::Audit => "Audit (errors are warnings; mutations are not applied)",
+            };
+            let _ = writeln!(out, "  action:   {action}");
+            if !p.allow_existing_violations {
+                let _ = writeln!(
+                    out,
+                    "  allowExistingViolations: false (an UPDATE is denied for an old error too)"
+                );
+            }
+            let spec = doc.get("spec");
+            if let Some(m) = spec.and_then(|s| s.get("match")) {
+                let _ = writeln!(out, "  match:    {}", describe_match(m));
+            }
+            if let Some(m) = spec.and_then(|s| s.get("exclude")) {
+                let _ = writeln!(out, "  exclude:  {}", describe_match(m));
+            }
+            let width = p.rules.iter().map(|r| r.name.len()).max().unwrap_or(0);
+            for (i, r) in p.rules.iter().enumerate() {
+                let label = if i == 0 { "rules:   " } else { "         " };
+                let _ = writeln!(out, "  {label} {:width$}  {}", r.name, r.kind_name());
+            }
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "{} {}, {} {}",
+            self.set.len(),
+            if self.set.len() == 1 {
+                "policy"
+            } else {
+                "policies"
+            },
+            self.set.rule_count(),
+            if self.set.rule_count() == 1 {
+                "rule"
+            } else {
+                "rules"
+            },
+        );
+        out
+    }
+
+    /// The documents as one YAML stream (`---` between them, each after a `# source:`
+    /// comment): what runs, loadable again with `--policies`.
+    pub fn yaml(&self) -> Result<String, serde_yaml::Error> {
+        let mut out = String::new();
+        for (src, doc) in &self.documents {
+            out.push_str("---\n# source: ");
+            out.push_str(src);
+            out.push('\n');
+            out.push_str(&serde_yaml::to_string(&ordered_yaml(doc))?);
+        }
+        Ok(out)
+    }
+}
+
+/// JSON to YAML with the keys a reader looks for first (`apiVersion`, `kind`, `metadata`,
+/// `name`) in front, the rest sorted.
+fn ordered_yaml(v: &serde_json::Value) -> serde_yaml::Value {
+    use serde_json::Value as J;
+    use serde_yaml::Value as Y;
+    const FIRST: [&str; 4] = ["apiVersion", "kind", "metadata", "name"];
+    match v {
+        J::Null => Y::Null,
+        J::Bool(b) => Y::Bool(*b),
+        J::Number(n) => serde_yaml::to_value(n).unwrap_or(Y::Null),
+        J::String(s) => Y::String(s.clone()),
+        J::Array(a) => Y::Sequence(a.iter().map(ordered_yaml).collect()),
+        J::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort_by_key(|k| (FIRST.iter().position(|f| f == k).unwrap_or(FIRST.len()), *k));
+            let mut out = serde_yaml::Mapping::new();
+            for k in keys {
+                out.insert(Y::String(k.clone()), ordered_yaml(&m[k.as_str()]));
+            }
+            Y::Mapping(out)
+        }
+    }
+}
+
+/// A policy's `match` (or `exclude`) in one line: `apps/Deployment, Pod; namespace labels
+/// toolkit.fluxcd.io/tenant; on CREATE, UPDATE`.
+fn describe_match(v: &serde_json::Value) -> String {
+    let Ok(m) = serde_json::from_value::<model::Match>(v.clone()) else {
+        return v.to_string();
+    };
+    let mut parts = Vec::new();
+    let mut kinds = Vec::new();
+    for r in &m.resources {
+        let groups: Vec<&str> = if r.api_groups.is_empty() {
+            vec!["*"]
+        } else {
+            r.api_groups.iter().map(String::as_str).collect()
+        };
+        let ks: Vec<&str> = if r.kinds.is_empty() {
+            vec!["*"]
+        } else {
+            r.kinds.iter().map(String::as_str).collect()
+        };
+        for g in &groups {
+            for k in &ks {
+                kinds.push(if g.is_empty() {
+                    (*k).to_owned()
+                } else {
+                    format!("{g}/{k}")
+                });
+            }
+        }
+    }
+    parts.push(if kinds.is_empty() {
+        "every kind".to_owned()
+    } else {
+        kinds.join(", ")
+    });
+    if !m.charts.is_empty() {
+        parts.push(format!("charts {}", m.charts.join(", ")));
+    }
+    if !m.namespaces.is_empty() {
+        parts.push(format!("namespaces {}", m.namespaces.join(", ")));
+    }
+    if let Some(s) = &m.namespace_selector {
+        parts.push(format!("namespace labels {}", selector(s)));
+    }
+    if !m.names.is_empty() {
+        parts.push(format!("names {}", m.names.join(", ")));
+    }
+    if let Some(s) = &m.object_selector {
+        parts.push(format!("labels {}", selector(s)));
+    }
+    if !m.operations.is_empty() {
+        let ops: Vec<String> = m
+            .operations
+            .iter()
+            .map(|o| {
+                serde_json::to_value(o)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect();
+        parts.push(format!("on {}", ops.join(", ")));
+    }
+    parts.join("; ")
+}
+
+/// A label selector in kubectl's syntax: `a=b,c in (d,e),f,!g`.
+fn selector(s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> String {
+    let mut out: Vec<String> = s
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in s.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        out.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            op => format!("{} {op} ({values})", e.key),
+        });
+    }
+    if out.is_empty() {
+        "(any)".to_owned()
+    } else {
+        out.join(",")
+    }
 }

@@ -251,3 +251,75 @@ fn a_deployment_policy_resource_that_does_not_compile_is_denied_at_admission() {
     let v: serde_json::Value = serde_json::from_slice(&good.body).unwrap();
     assert_eq!(v["response"]["allowed"], true, "{v}");
 }
+
+#[test]
+fn a_missing_path_names_itself_and_the_working_directory() {
+    let err = load_paths(&[PathBuf::from("./no-such-policies")]).unwrap_err();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(err.file, "./no-such-policies");
+    assert_eq!(err.field, "");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "./no-such-policies: no such file or directory (working directory {})",
+            cwd.display()
+        )
+    );
+    let err = load_paths(&[PathBuf::new()]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("\"\" (an empty path): no such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_without_a_field_have_no_empty_part() {
+    let (err, file) = load_err("apiVersion: [\n");
+    assert_eq!(err.field, "");
+    let text = err.to_string();
+    assert!(text.starts_with(&format!("{file}: document 1: ")), "{text}");
+    assert!(!text.contains(": :"), "{text}");
+    let e = PolicyError {
+        file: "f.yaml".into(),
+        policy: Some("p".into()),
+        field: String::new(),
+        reason: "r".into(),
+    };
+    assert_eq!(e.to_string(), "f.yaml: policy \"p\": r");
+}
+
+#[test]
+fn builtin_names_the_builtin_set_beside_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.yaml", GOOD);
+    let set = load_paths(&[PathBuf::from("builtin"), dir.path().to_path_buf()]).unwrap();
+    let got: Vec<_> = set
+        .policies
+        .iter()
+        .map(|p| (p.name.as_str(), p.source.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("deps", dir.path().join("p.yaml").display().to_string()),
+            (
+                "flux-dependencies",
+                "builtin:flux-dependencies.yaml".to_owned()
+            ),
+            (
+                "flux-referenced-secrets",
+                "builtin:flux-referenced-secrets.yaml".to_owned()
+            ),
+            (
+                "restricted-security-context",
+                "builtin:restricted-security-context.yaml".to_owned()
+            ),
+        ]
+    );
+    // Named twice, loaded once; a path without `builtin` replaces the set.
+    let twice = load_paths(&[PathBuf::from("builtin"), PathBuf::from("builtin")]).unwrap();
+    assert_eq!(twice.len(), 3);
+    let alone = load_paths(&[dir.path().to_path_buf()]).unwrap();
+    assert_eq!(alone.len(), 1);
+}

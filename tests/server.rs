@@ -1030,6 +1030,49 @@ spec:
             Some(1.0),
             "{text}"
         );
+        // Findings by policy, rule and level; every loaded rule's series exists from the start.
+        let findings = |policy: &str, rule: &str, level: &str| {
+            metric(
+                &text,
+                "fluxadmit_findings_total",
+                &[("policy", policy), ("rule", rule), ("level", level)],
+            )
+        };
+        assert_eq!(
+            findings("require-team", "team-label", "error"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            findings("pull-secrets-exist", "pull-secrets", "error"),
+            Some(1.0),
+            "{text}"
+        );
+        assert!(
+            findings("audit-owner", "owner-label", "warning").is_some_and(|n| n >= 1.0),
+            "{text}"
+        );
+        assert_eq!(
+            findings("require-team", "team-label", "warning"),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(findings("acr-pull", "acr", "error"), Some(0.0), "{text}");
+        assert_eq!(
+            findings("fluxadmit", "policy-schema", "error"),
+            Some(0.0),
+            "{text}"
+        );
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("fluxadmit_findings_total{"))
+            .count();
+        assert_eq!(series, 2 * (4 + 1), "one per loaded rule and level: {text}");
+        // Lines the non-blocking log writer dropped (none here, but the series is there).
+        assert!(
+            metric(&text, "fluxadmit_log_lines_dropped_total", &[]).is_some(),
+            "{text}"
+        );
         assert_eq!(
             metric(&text, "fluxadmit_policies_loaded", &[]),
             Some(4.0),

@@ -300,11 +300,22 @@ fn review(uid: &str, group: &str, kind: &str, resource: &str, object: Value) -> 
 
 fn review_of(
     uid: &str,
-    (group, kind, resource): (&str, &str, &str),
+    gvk: (&str, &str, &str),
     operation: &str,
     object: Value,
     old_object: Value,
 ) -> Vec<u8> {
+    serde_json::to_vec(&review_doc(uid, gvk, operation, object, old_object)).unwrap_or_default()
+}
+
+/// The AdmissionReview of `object`, sent by kustomize-controller (a dry run for UPDATE).
+fn review_doc(
+    uid: &str,
+    (group, kind, resource): (&str, &str, &str),
+    operation: &str,
+    object: Value,
+    old_object: Value,
+) -> Value {
     let (dry_run, options) = if operation == "UPDATE" {
         (true, "UpdateOptions")
     } else {
@@ -315,7 +326,7 @@ fn review_of(
         object["metadata"]["namespace"].clone(),
     );
     let version = if group == "apps" { "v1" } else { "v2" };
-    let doc = json!({
+    json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "request": {
@@ -337,8 +348,7 @@ fn review_of(
             "dryRun": dry_run,
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": options, "fieldManager": "kustomize-controller"},
         }
-    });
-    serde_json::to_vec(&doc).unwrap_or_default()
+    })
 }
 
 fn container(name: &str, image: &str, port: u16, env: usize) -> Value {
@@ -449,12 +459,64 @@ pub fn deployment_update_review(uid: &str) -> Vec<u8> {
 /// release of its namespace and two others, so the cycle check walks the namespace's graph)
 /// and 2 `valuesFrom` Secrets, all present in a view of shape `size`.
 pub fn helmrelease_review(size: &ViewSize, uid: &str) -> Vec<u8> {
+    review(
+        uid,
+        "helm.toolkit.fluxcd.io",
+        "HelmRelease",
+        "helmreleases",
+        helmrelease_object(size),
+    )
+}
+
+/// Names in [`helmrelease_denied_review`] that the view does not have.
+pub const DENIED_MISSING_DEPENDENCY: &str = "payments-gone";
+pub const DENIED_MISSING_SECRETS: [&str; 3] =
+    ["shop-values-prod", "shop-db-credentials", "shop-smtp-relay"];
+
+/// The HelmRelease of [`helmrelease_review`] (~3 KB) broken as a bad commit breaks it, and
+/// written by a person (`kubectl apply` by jane@example.com: a real write, no Flux ownership
+/// labels), so the default policies deny it with four findings: a warning for the missing
+/// dependency `payments-gone` (`missing: Warn`) and an error for each of three missing
+/// `valuesFrom` Secrets.
+pub fn helmrelease_denied_review(size: &ViewSize, uid: &str) -> Vec<u8> {
+    let mut object = helmrelease_object(size);
+    object["metadata"]["labels"] = json!({"app.kubernetes.io/part-of": "shop"});
+    let top = size.helm_releases_in_first().saturating_sub(1);
+    object["spec"]["dependsOn"] = json!([
+        {"name": format!("hr-{top:05}")},
+        {"name": DENIED_MISSING_DEPENDENCY},
+        {"name": format!("hr-{:05}", top / 4)},
+    ]);
+    let [a, b, c] = DENIED_MISSING_SECRETS;
+    object["spec"]["valuesFrom"] = json!([
+        {"kind": "Secret", "name": "values-a"},
+        {"kind": "Secret", "name": a},
+        {"kind": "Secret", "name": b, "valuesKey": "database.yaml", "targetPath": "database"},
+        {"kind": "Secret", "name": c, "valuesKey": "smtp.yaml", "targetPath": "mail"},
+    ]);
+    let mut doc = review_doc(
+        uid,
+        ("helm.toolkit.fluxcd.io", "HelmRelease", "helmreleases"),
+        "CREATE",
+        object,
+        Value::Null,
+    );
+    doc["request"]["userInfo"] = json!({
+        "username": "jane@example.com",
+        "groups": ["platform-team", "system:authenticated"],
+    });
+    doc["request"]["options"]["fieldManager"] = json!("kubectl-client-side-apply");
+    serde_json::to_vec(&doc).unwrap_or_default()
+}
+
+/// The HelmRelease inside [`helmrelease_review`].
+fn helmrelease_object(size: &ViewSize) -> Value {
     let top = size.helm_releases_in_first().saturating_sub(1);
     let deps: Vec<Value> = [top, top / 2, top / 4]
         .iter()
         .map(|j| json!({"name": format!("hr-{j:05}")}))
         .collect();
-    let object = json!({
+    json!({
         "apiVersion": "helm.toolkit.fluxcd.io/v2",
         "kind": "HelmRelease",
         "metadata": {
@@ -501,14 +563,7 @@ pub fn helmrelease_review(size: &ViewSize, uid: &str) -> Vec<u8> {
                 "tolerations": [{"key": "workload", "operator": "Equal", "value": "apps", "effect": "NoSchedule"}],
             },
         },
-    });
-    review(
-        uid,
-        "helm.toolkit.fluxcd.io",
-        "HelmRelease",
-        "helmreleases",
-        object,
-    )
+    })
 }
 
 /// A dependency graph for the cycle-check benchmark: `chains` chains of `chain_len` nodes
@@ -665,6 +720,47 @@ mod tests {
             u.request.old_object()["spec"]["template"]["spec"]["containers"][0]["image"],
             "acme.azurecr.io/shop/web:2.14.0"
         );
+    }
+
+    #[test]
+    fn denied_body_is_denied_with_four_findings() {
+        use crate::rules::Level;
+        let (snap, size) = snapshot(6_500);
+        let body = helmrelease_denied_review(&size, "u-4");
+        assert!((2_600..3_800).contains(&body.len()), "{}", body.len());
+        for s in [
+            snap,
+            Snapshot {
+                policies: default_policies().unwrap(),
+                view: view(&size),
+            },
+        ] {
+            let h = s.review(Mode::Validate, &body).unwrap();
+            assert!(!h.outcome.verdict.allowed, "{:?}", h.outcome);
+            let f = &h.outcome.findings;
+            assert_eq!(f.len(), 4, "{f:?}");
+            let warnings: Vec<_> = f
+                .iter()
+                .filter(|r| r.finding.level == Level::Warning)
+                .collect();
+            assert_eq!(warnings.len(), 1, "{f:?}");
+            assert_eq!(warnings[0].policy, "flux-dependencies");
+            assert!(
+                warnings[0]
+                    .finding
+                    .message
+                    .contains(DENIED_MISSING_DEPENDENCY),
+                "{f:?}"
+            );
+            for name in DENIED_MISSING_SECRETS {
+                assert!(
+                    f.iter().any(|r| r.finding.level == Level::Error
+                        && r.policy == "flux-referenced-secrets"
+                        && r.finding.message.contains(name)),
+                    "{name}: {f:?}"
+                );
+            }
+        }
     }
 
     #[test]

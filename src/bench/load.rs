@@ -4,6 +4,10 @@
 //! The floor server is the least any webhook must do: TLS (the same rustls configuration),
 //! HTTP/1.1 or HTTP/2, parse the body as `AdmissionReview<DynamicObject>` and answer
 //! "allowed" with the uid. The ratio fluxadmit/floor is then the cost of fluxadmit itself.
+//!
+//! fluxadmit logs as a user's server does: at `info` (one line per denial or warning), text,
+//! through its non-blocking writer, here into a file in the run's temp directory
+//! (`FLUXADMIT_BENCH_SERVER_LOG` sets another filter, e.g. `warn` to measure without).
 
 use super::generate;
 use crate::certs::{self, CertOptions};
@@ -76,6 +80,9 @@ pub enum Scenario {
     /// The Deployment as a ~12 KB dry-run UPDATE (with its oldObject) to /validate: Flux's
     /// drift check. Not in the default set.
     DeployUpdateValidate,
+    /// The HelmRelease broken (a missing dependency, three missing Secrets) and applied by a
+    /// person: denied with four findings, one log line at info. Not in the default set.
+    HrDenied,
 }
 
 impl Scenario {
@@ -85,14 +92,16 @@ impl Scenario {
             Scenario::DeployMutate => "Deployment /mutate",
             Scenario::HrValidate => "HelmRelease /validate",
             Scenario::DeployUpdateValidate => "Deployment UPDATE /validate",
+            Scenario::HrDenied => "HelmRelease denied /validate",
         }
     }
 
     fn path(self) -> &'static str {
         match self {
-            Scenario::DeployValidate | Scenario::HrValidate | Scenario::DeployUpdateValidate => {
-                "/validate"
-            }
+            Scenario::DeployValidate
+            | Scenario::HrValidate
+            | Scenario::DeployUpdateValidate
+            | Scenario::HrDenied => "/validate",
             Scenario::DeployMutate => "/mutate",
         }
     }
@@ -498,15 +507,46 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
     let deploy = Bytes::from(generate::deployment_review("bench-deploy-0001"));
     let hr = Bytes::from(generate::helmrelease_review(&size, "bench-hr-0001"));
     let update = Bytes::from(generate::deployment_update_review("bench-update-0001"));
+    let denied = Bytes::from(generate::helmrelease_denied_review(
+        &size,
+        "bench-denied-0001",
+    ));
     let body_of = |s: Scenario| match s {
         Scenario::DeployValidate | Scenario::DeployMutate => (deploy.clone(), "bench-deploy-0001"),
         Scenario::HrValidate => (hr.clone(), "bench-hr-0001"),
         Scenario::DeployUpdateValidate => (update.clone(), "bench-update-0001"),
+        Scenario::HrDenied => (denied.clone(), "bench-denied-0001"),
     };
 
+    // The servers' log: what `serve` installs by default (info, text, non-blocking), into a
+    // file. Set on every thread of the servers' runtime and around their start and stop.
+    let log_path = tmp.path().join("fluxadmit-server.log");
+    let log_filter =
+        std::env::var("FLUXADMIT_BENCH_SERVER_LOG").unwrap_or_else(|_| "info".to_owned());
+    let dropped_before = crate::metrics::log_lines_dropped();
+    let (log, log_guard) = crate::cli::log_dispatch(
+        crate::cli::LogFormat::Text,
+        &log_filter,
+        false,
+        std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::fs::File::create(&log_path)
+                .with_context(|| format!("creating {}", log_path.display()))?,
+        ),
+    );
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.server_threads.max(1))
         .thread_name("bench-server")
+        .on_thread_start({
+            let log = log.clone();
+            move || {
+                let guard = tracing::dispatcher::set_default(&log);
+                SERVER_LOG.with(|g| *g.borrow_mut() = Some(guard));
+            }
+        })
+        .on_thread_stop(|| {
+            SERVER_LOG.with(|g| g.borrow_mut().take());
+        })
         .enable_all()
         .build()?;
     let client_rt = tokio::runtime::Builder::new_multi_thread()
@@ -548,25 +588,33 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
                         t.elapsed()
                     );
                     let state = Arc::new(AppState::new(snap, Arc::new(Metrics::new())));
-                    let running = server_rt.block_on(server::start(
-                        SocketAddr::from(([127, 0, 0, 1], 0)),
-                        None,
-                        tls.server.clone(),
-                        state,
-                        Options {
-                            drain: Duration::ZERO,
-                            close_timeout: Duration::from_secs(2),
-                        },
-                    ))?;
+                    let running = tracing::dispatcher::with_default(&log, || {
+                        server_rt.block_on(server::start(
+                            SocketAddr::from(([127, 0, 0, 1], 0)),
+                            None,
+                            tls.server.clone(),
+                            state,
+                            Options {
+                                drain: Duration::ZERO,
+                                close_timeout: Duration::from_secs(2),
+                            },
+                        ))
+                    })?;
                     let addr = running.addr;
                     let rt = server_rt.handle().clone();
+                    let log = log.clone();
                     (
                         addr,
                         Box::new(move || {
-                            rt.block_on(async {
-                                tokio::time::timeout(Duration::from_secs(10), running.shutdown())
+                            tracing::dispatcher::with_default(&log, || {
+                                rt.block_on(async {
+                                    tokio::time::timeout(
+                                        Duration::from_secs(10),
+                                        running.shutdown(),
+                                    )
                                     .await
                                     .map_err(|_| anyhow!("server did not shut down in 10 s"))?
+                                })
                             })
                         }),
                     )
@@ -578,6 +626,9 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
             for &scenario in &cfg.scenarios {
                 let (body, uid) = body_of(scenario);
                 let p = client_rt.block_on(probe(addr, &h1, scenario, &body, uid))?;
+                if server == Server::Fluxadmit && scenario == Scenario::HrDenied && p.allowed {
+                    bail!("{}: fluxadmit admitted the denied body", scenario.name());
+                }
                 probes.push((server, scenario, p));
             }
         }
@@ -645,7 +696,23 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
     stopped?;
     client_rt.shutdown_timeout(Duration::from_secs(2));
     server_rt.shutdown_timeout(Duration::from_secs(2));
+    drop(log);
+    drop(log_guard);
+    let dropped = crate::metrics::log_lines_dropped().saturating_sub(dropped_before);
+    let (lines, bytes) = std::fs::read(&log_path)
+        .map(|b| (b.iter().filter(|&&c| c == b'\n').count(), b.len()))
+        .unwrap_or_default();
+    eprintln!(
+        "fluxadmit's log ({log_filter}, text, non-blocking, to a file): {lines} lines, {:.1} MB written, {dropped} dropped",
+        bytes as f64 / 1e6
+    );
     Ok((rows, probes))
+}
+
+thread_local! {
+    /// The servers' log subscriber on a thread of their runtime.
+    static SERVER_LOG: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -673,10 +740,11 @@ pub fn markdown(cfg: &LoadConfig, rows: &[Row], probes: &Probes) -> String {
     let size = generate::ViewSize::of(cfg.objects);
     let _ = writeln!(
         out,
-        "Bodies: Deployment {} bytes, HelmRelease {} bytes, Deployment UPDATE {} bytes.\n",
+        "Bodies: Deployment {} bytes, HelmRelease {} bytes, Deployment UPDATE {} bytes, denied HelmRelease {} bytes. fluxadmit logs at info (text) through its non-blocking writer into a file.\n",
         generate::deployment_review("bench-deploy-0001").len(),
         generate::helmrelease_review(&size, "bench-hr-0001").len(),
-        generate::deployment_update_review("bench-update-0001").len()
+        generate::deployment_update_review("bench-update-0001").len(),
+        generate::helmrelease_denied_review(&size, "bench-denied-0001").len()
     );
     out.push_str("| body | proto | conns | floor req/s | fluxadmit req/s | thr. ratio | floor p50 µs | fluxadmit p50 µs | floor p99 µs | fluxadmit p99 µs | p99 ratio | floor p99.9 µs | fluxadmit p99.9 µs | errors |\n");
     out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
@@ -751,20 +819,27 @@ mod tests {
             connections: vec![2],
             objects: 1_300,
             protocols: vec![Proto::H1, Proto::H2],
-            scenarios: vec![Scenario::DeployMutate, Scenario::HrValidate],
+            scenarios: vec![
+                Scenario::DeployMutate,
+                Scenario::HrValidate,
+                Scenario::HrDenied,
+            ],
             servers: vec![Server::Floor, Server::Fluxadmit],
             h2_connections: 1,
             server_threads: 1,
             client_threads: 1,
         };
         let (rows, probes) = run(&cfg).unwrap();
-        assert_eq!(rows.len(), 8);
+        assert_eq!(rows.len(), 12);
         for r in &rows {
             assert!(r.requests > 0, "{r:?}");
             assert_eq!(r.errors, 0, "{r:?}");
             assert!(r.p50_us > 0.0 && r.p99_us >= r.p50_us, "{r:?}");
         }
-        assert!(probes.iter().all(|(_, _, p)| p.allowed), "{probes:?}");
+        for (s, sc, p) in &probes {
+            let denied = *s == Server::Fluxadmit && *sc == Scenario::HrDenied;
+            assert_eq!(p.allowed, !denied, "{s:?} {sc:?} {p:?}");
+        }
         let patched = probes
             .iter()
             .any(|(s, sc, p)| *s == Server::Fluxadmit && *sc == Scenario::DeployMutate && p.patch);

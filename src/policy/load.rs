@@ -9,15 +9,21 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Loads and compiles every policy under the given files or directories.
+/// Loads and compiles every policy under the given files or directories; the path `builtin`
+/// stands for the built-in set (see [`super::builtin`]).
 pub fn load_paths(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
     compile_documents(read_documents(paths)?)
 }
 
-/// Reads every policy document under the paths, as (source file, document).
+/// Reads every policy document under the paths, as (source, document): a file's path, or
+/// `builtin:<file>` for the built-in set, which the path `builtin` names (once, however often
+/// it is given).
 pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<(String, Value)>, PolicyError> {
     let mut files = Vec::new();
     for p in paths {
+        if super::builtin::is_keyword(p) {
+            continue;
+        }
         if p.is_dir() {
             // `examples/` holds opt-in policies: load them by naming the directory.
             let found = manifest_files(p).map_err(|e| io_err(p, e.to_string()))?;
@@ -25,10 +31,13 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<(String, Value)>, PolicyE
         } else if p.exists() {
             files.push(p.clone());
         } else {
-            return Err(io_err(p, "no such file or directory".into()));
+            return Err(missing(p));
         }
     }
     let mut docs = Vec::new();
+    if paths.iter().any(|p| super::builtin::is_keyword(p)) {
+        docs = super::builtin::documents()?;
+    }
     for f in &files {
         let text = std::fs::read_to_string(f).map_err(|e| io_err(f, e.to_string()))?;
         let parsed = parse_manifests(f, &text).map_err(|e| PolicyError {
@@ -96,6 +105,35 @@ fn is_under_examples(root: &Path, file: &Path) -> bool {
     file.strip_prefix(root)
         .map(|rel| rel.components().any(|c| c.as_os_str() == "examples"))
         .unwrap_or(false)
+}
+
+/// The first of the paths that does not exist (the `builtin` keyword always does), as the
+/// error [`read_documents`] gives for it.
+pub fn first_missing(paths: &[PathBuf]) -> Option<PolicyError> {
+    paths
+        .iter()
+        .find(|p| !super::builtin::is_keyword(p) && !p.exists())
+        .map(|p| missing(p))
+}
+
+/// A path that does not exist: named as given, with the working directory a relative path is
+/// read from.
+fn missing(p: &Path) -> PolicyError {
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d.display().to_string(),
+        Err(e) => format!("unknown: {e}"),
+    };
+    let shown = if p.as_os_str().is_empty() {
+        "\"\" (an empty path)".to_owned()
+    } else {
+        p.display().to_string()
+    };
+    PolicyError {
+        file: shown,
+        policy: None,
+        field: String::new(),
+        reason: format!("no such file or directory (working directory {cwd})"),
+    }
 }
 
 fn io_err(p: &Path, reason: String) -> PolicyError {

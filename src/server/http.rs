@@ -45,6 +45,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> AppState {
         metrics.policies.set(snapshot.policies.len() as i64);
+        metrics.register_policies(&snapshot.policies);
         metrics.view_objects.set(snapshot.view.len() as i64);
         AppState {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -172,6 +173,11 @@ fn not_ready(s: &AppState, mode: Mode, body: &[u8]) -> Response {
         "denied"
     };
     s.metrics.admission(webhook(mode), decision, None);
+    tracing::info!(
+        uid = %req.uid, kind = %req.kind, namespace = %req.namespace, name = %req.name,
+        operation = ?req.operation, dry_run = req.dry_run, webhook = %webhook(mode),
+        decision = %decision, reason = %why, "admission"
+    );
     let body = crate::admission::to_json(crate::admission::respond(&req, verdict));
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(
@@ -282,21 +288,26 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
         "allowed"
     };
     m.admission(webhook(mode), decision, Some(elapsed.as_secs_f64()));
-    if answer.outcome.findings.is_empty() {
-        tracing::debug!(
-            uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name,
-            operation = ?r.operation, dry_run = r.dry_run, webhook = webhook(mode), decision,
-            latency_us = elapsed.as_micros() as u64, "admission"
-        );
-    } else {
-        for f in &answer.outcome.findings {
-            tracing::info!(
+    let findings = &answer.outcome.findings;
+    for f in findings {
+        m.finding(&f.policy, &f.rule, f.finding.level);
+    }
+    // One line per decision: denials and warnings at info, the rest at debug. The line goes
+    // to the non-blocking writer (`cli::log_dispatch`): formatting it is all the request pays.
+    macro_rules! decision_line {
+        ($level:ident) => {
+            tracing::$level!(
                 uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name,
-                operation = ?r.operation, dry_run = r.dry_run, webhook = webhook(mode), decision,
-                latency_us = elapsed.as_micros() as u64, policy = %f.policy, rule = %f.rule,
-                level = ?f.finding.level, path = %f.finding.path, finding = %f.finding.message, "violation"
-            );
-        }
+                operation = ?r.operation, dry_run = r.dry_run, webhook = %webhook(mode), decision = %decision,
+                latency_us = elapsed.as_micros() as u64, findings = %FindingsJson(findings),
+                "admission"
+            )
+        };
+    }
+    if !v.allowed || !v.warnings.is_empty() || !findings.is_empty() {
+        decision_line!(info);
+    } else {
+        decision_line!(debug);
     }
     let mut resp = Response::new(Body::from(answer.body));
     resp.headers_mut().insert(
@@ -304,6 +315,43 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// A decision's findings as a compact JSON array of `{policy, rule, level, path, message}`,
+/// written straight into the log line (only if the line is written). The JSON log format
+/// (`cli::JsonLine`) embeds a `findings` field as JSON, not as a string.
+pub struct FindingsJson<'a>(pub &'a [crate::engine::Reported]);
+
+impl std::fmt::Display for FindingsJson<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        #[derive(serde::Serialize)]
+        struct Item<'a> {
+            policy: &'a str,
+            rule: &'a str,
+            level: &'static str,
+            path: &'a str,
+            message: &'a str,
+        }
+        let items: Vec<Item<'_>> = self
+            .0
+            .iter()
+            .map(|r| Item {
+                policy: &r.policy,
+                rule: &r.rule,
+                level: crate::metrics::level_name(r.finding.level),
+                path: &r.finding.path,
+                message: &r.finding.message,
+            })
+            .collect();
+        let json = serde_json::to_string(&items).map_err(|_| std::fmt::Error)?;
+        f.write_str(&json)
+    }
+}
+
+impl std::fmt::Debug for FindingsJson<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 #[cfg(test)]
