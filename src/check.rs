@@ -93,25 +93,48 @@ fn namespace_of(obj: &Value) -> &str {
 /// The AdmissionReview for one document as a CREATE, or None when it lacks apiVersion, kind
 /// or name.
 fn review_body(i: usize, obj: &Value) -> Option<(String, Vec<u8>)> {
-    let api_version = obj.get("apiVersion").and_then(Value::as_str)?;
     let kind = obj.get("kind").and_then(Value::as_str)?;
     let name = obj.pointer("/metadata/name").and_then(Value::as_str)?;
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let ns = namespace_of(obj);
     // A real write, not a dry run; the answers are asked for offline (`review_offline`): the
     // repository plus --state is the whole world, so what is missing there is missing for good.
+    let bytes = admission_review(
+        &format!("check-{i}"),
+        "CREATE",
+        Some(obj),
+        None,
+        false,
+        "fluxadmit-check",
+    )?;
+    Some((format!("{kind} {ns}/{name}"), bytes))
+}
+
+/// An AdmissionReview v1 for a manifest, as the API server would send it: `object` (None on
+/// DELETE) and `old` (UPDATE, DELETE). None when the manifest lacks apiVersion, kind or name.
+pub fn admission_review(
+    uid: &str,
+    operation: &str,
+    object: Option<&Value>,
+    old: Option<&Value>,
+    dry_run: bool,
+    user: &str,
+) -> Option<Vec<u8>> {
+    let any = object.or(old)?;
+    let api_version = any.get("apiVersion").and_then(Value::as_str)?;
+    let kind = any.get("kind").and_then(Value::as_str)?;
+    let name = any.pointer("/metadata/name").and_then(Value::as_str)?;
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let body = json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {
-            "uid": format!("check-{i}"),
+            "uid": uid,
             "kind": {"group": group, "version": version, "kind": kind},
             "resource": {"group": group, "version": version, "resource": ""},
-            "name": name, "namespace": ns, "operation": "CREATE",
-            "userInfo": {"username": "fluxadmit-check"}, "object": obj, "dryRun": false
+            "name": name, "namespace": namespace_of(any), "operation": operation,
+            "userInfo": {"username": user}, "object": object, "oldObject": old, "dryRun": dry_run
         }
     });
-    let bytes = serde_json::to_vec(&body).ok()?;
-    Some((format!("{kind} {ns}/{name}"), bytes))
+    serde_json::to_vec(&body).ok()
 }
 
 /// Reviews every document as the cluster would on CREATE: the mutating webhook first, then

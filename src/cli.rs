@@ -170,8 +170,25 @@ pub struct ReviewArgs {
     /// Answer as the mutating webhook (with a JSON patch) instead of the validating one.
     #[arg(long)]
     pub mutate: bool,
-    /// AdmissionReview JSON file, or `-` for stdin.
+    /// For a manifest: the operation it is reviewed as.
+    #[arg(long, default_value = "create")]
+    pub operation: ReviewOperation,
+    /// For a manifest: the object as it is before the UPDATE (YAML or JSON file).
+    #[arg(long)]
+    pub old: Option<PathBuf>,
+    /// For a manifest: review it as a dry run (`kubectl apply --dry-run=server`, Flux's dry run).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// An AdmissionReview (JSON), or a plain manifest (YAML or JSON, one object) reviewed as a
+    /// person's `kubectl apply`; `-` for stdin. Exit code: 0 allowed, 1 denied, 2 unreadable.
     pub file: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReviewOperation {
+    Create,
+    Update,
+    Delete,
 }
 
 #[derive(Args, Debug)]
@@ -210,6 +227,8 @@ pub struct GraphArgs {
     /// Which Flux kind's graph.
     #[arg(long, default_value = "helm-release")]
     pub kind: GraphKind,
+    /// `waves`: the install order, objects that can install together on one line; `mermaid`
+    /// or `dot`: the graph, for a diagram.
     #[arg(long, default_value = "waves")]
     pub format: GraphFormat,
     /// Repository files or directories.
@@ -227,6 +246,7 @@ pub enum GraphKind {
 pub enum CertsCommand {
     /// Generate a CA and a serving certificate into a directory.
     Generate {
+        /// Directory to write ca.crt, ca.key, tls.crt and tls.key into (created if absent).
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
@@ -582,10 +602,10 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         println!("{f}");
     }
     println!(
-        "checked {} objects: {} errors, {} warnings",
-        report.objects,
-        report.errors(),
-        report.warnings()
+        "checked {}: {}, {}",
+        count(report.objects, "object"),
+        count(report.errors(), "error"),
+        count(report.warnings(), "warning")
     );
     Ok(if report.errors() > 0 {
         ExitCode::FAILURE
@@ -603,28 +623,104 @@ fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut body = Vec::new();
-    if args.file == "-" {
-        std::io::stdin()
-            .read_to_end(&mut body)
-            .context("reading stdin")?;
+    let read = if args.file == "-" {
+        std::io::stdin().read_to_end(&mut body).map(|_| ())
     } else {
-        body = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file))?;
+        std::fs::read(&args.file).map(|b| body = b)
+    };
+    if let Err(e) = read {
+        eprintln!("error: reading {}: {e}", args.file);
+        return Ok(ExitCode::from(2));
     }
     let mode = if args.mutate {
         Mode::Mutate
     } else {
         Mode::Validate
     };
+    let body = match review_input(&args, body) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     match snap.review(mode, &body) {
         Ok(answer) => {
             println!("{}", String::from_utf8_lossy(&answer.body));
-            Ok(ExitCode::SUCCESS)
+            Ok(if answer.outcome.verdict.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Err(e) => {
             eprintln!("error: {}: {e}", args.file);
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// `1 error`, `2 errors`.
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// The review body for `fluxadmit review`: an AdmissionReview as given, or one built around a
+/// plain manifest (with `--operation`, `--old`, `--dry-run`).
+fn review_input(args: &ReviewArgs, body: Vec<u8>) -> Result<Vec<u8>, String> {
+    let what = if args.file == "-" {
+        "stdin"
+    } else {
+        &args.file
+    };
+    let manifest = |text: &[u8], name: &str| -> Result<serde_json::Value, String> {
+        let text = String::from_utf8_lossy(text);
+        let mut docs = crate::cluster::load::parse_manifests(std::path::Path::new(name), &text)
+            .map_err(|e| e.to_string())?;
+        match docs.len() {
+            1 => Ok(docs.remove(0)),
+            0 => Err(format!("{name}: no object in it")),
+            n => Err(format!("{name}: {n} objects; review takes one")),
+        }
+    };
+    let object = manifest(&body, what)?;
+    if object.get("kind").and_then(serde_json::Value::as_str) == Some("AdmissionReview") {
+        return Ok(body);
+    }
+    let old = match &args.old {
+        Some(p) => {
+            let text = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Some(manifest(&text, &p.display().to_string())?)
+        }
+        None => None,
+    };
+    let (operation, object, old) = match args.operation {
+        ReviewOperation::Create => ("CREATE", Some(&object), None),
+        ReviewOperation::Update => {
+            let Some(old) = old.as_ref() else {
+                return Err(
+                    "--operation update needs --old FILE (the object before the update)".into(),
+                );
+            };
+            ("UPDATE", Some(&object), Some(old))
+        }
+        ReviewOperation::Delete => ("DELETE", None, Some(&object)),
+    };
+    crate::check::admission_review(
+        "fluxadmit-review",
+        operation,
+        object,
+        old,
+        args.dry_run,
+        "fluxadmit-review",
+    )
+    .ok_or_else(|| {
+        format!("{what}: not a Kubernetes object (apiVersion, kind and metadata.name are needed)")
+    })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {

@@ -167,7 +167,8 @@ fn review_uses_the_builtin_set_from_an_empty_directory() {
         cwd.path(),
         args!["review", "--state", state(), "cycle.json"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A denial: exit 1, the answer on stdout.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["response"]["allowed"], false, "{v}");
     let msg = v["response"]["status"]["message"].as_str().unwrap();
@@ -380,7 +381,8 @@ fn builtin_beside_a_file_loads_both() {
             cycle_review(),
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A denial: exit 1, the answer on stdout.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["response"]["allowed"], false, "{v}");
     let msg = v["response"]["status"]["message"].as_str().unwrap();

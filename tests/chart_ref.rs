@@ -267,7 +267,7 @@ fn check_resolves_chart_ref_through_the_repository() {
     assert!(!stdout.contains("jellyfin"), "{stdout}");
     assert!(!stdout.contains("HelmRelease apps/podinfo"), "{stdout}");
     assert!(
-        stdout.contains("checked 7 objects: 1 errors, 0 warnings"),
+        stdout.contains("checked 7 objects: 1 error, 0 warnings"),
         "{stdout}"
     );
 }

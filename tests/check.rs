@@ -29,7 +29,7 @@ fn check_reports_cycles_missing_secrets_and_missing_dependencies() {
     assert!(out.contains(&format!("{releases}: HelmRelease apps/worker error: flux-referenced-secrets/referenced-secrets: spec.valuesFrom[0]: Secret apps/worker-values not found")), "{out}");
     assert!(out.contains("tests/fixtures/repo/apps/web.yaml: HelmRelease apps/web warning: flux-dependencies/depends-on: spec.dependsOn[0]: HelmRelease apps/cdn not found"), "{out}");
     assert!(
-        out.contains("checked 4 objects: 3 errors, 1 warnings"),
+        out.contains("checked 4 objects: 3 errors, 1 warning"),
         "{out}"
     );
 }

@@ -130,7 +130,7 @@ fn a_deployment_compliant_after_mutation_passes() {
     let (code, out) = check(&[&s.mutate, &s.restricted], &s.repo);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("checked 1 objects: 0 errors, 0 warnings"),
+        out.contains("checked 1 object: 0 errors, 0 warnings"),
         "{out}"
     );
 
@@ -164,7 +164,7 @@ fn a_deployment_still_non_compliant_after_mutation_is_an_error() {
     assert!(!agent[0].contains("seccompProfile"), "{out}");
     assert!(!out.contains("Deployment apps/web"), "{out}");
     assert!(
-        out.contains("checked 2 objects: 1 errors, 0 warnings"),
+        out.contains("checked 2 objects: 1 error, 0 warnings"),
         "{out}"
     );
 }
