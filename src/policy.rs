@@ -4,6 +4,7 @@ pub mod builtin;
 pub mod load;
 pub mod matching;
 pub mod model;
+pub mod reach;
 
 use crate::rules::CompiledRule;
 use matching::Matcher;
@@ -22,6 +23,8 @@ pub struct CompiledPolicy {
     pub matcher: Matcher,
     pub exclude: Option<Matcher>,
     pub rules: Vec<CompiledRule>,
+    /// (field, text): what loads but looks wrong, e.g. a kind no known API group serves.
+    pub warnings: Vec<(String, String)>,
 }
 
 /// Every loaded policy, sorted by name: the order mutations compose in. Cheap to clone: the

@@ -104,3 +104,48 @@ fn unreadable_input_exits_2_and_says_why() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading missing.yaml"));
 }
+
+#[test]
+fn a_policy_that_can_never_match_says_so_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    // A plural kind: loads (it could be a custom resource's), with a warning naming the field.
+    std::fs::write(
+        dir.path().join("labels.yaml"),
+        "apiVersion: fluxadmit.io/v1alpha1\nkind: DeploymentPolicy\nmetadata: {name: labels}\n\
+         spec:\n  match: {resources: [{apiGroups: [apps], kinds: [Deployments]}]}\n\
+         \x20 rules: [{name: team, requiredLabels: {labels: [team]}}]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
+        .current_dir(dir.path())
+        .args(["policies", "--policies", "labels.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: labels.yaml: policy \"labels\": spec.match.resources[0].kinds[0]")
+            && err.contains("did you mean \"Deployment\""),
+        "{err}"
+    );
+    // A pod security rule matched only to HelmReleases: refused, naming the rule.
+    std::fs::write(
+        dir.path().join("pss.yaml"),
+        "apiVersion: fluxadmit.io/v1alpha1\nkind: DeploymentPolicy\nmetadata: {name: pss}\n\
+         spec:\n  match: {resources: [{apiGroups: [helm.toolkit.fluxcd.io], kinds: [HelmRelease]}]}\n\
+         \x20 rules: [{name: r, podSecurity: {level: restricted}}]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
+        .current_dir(dir.path())
+        .args(["check", "--policies", "pss.yaml", "."])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pss.yaml: policy \"pss\": spec.rules[0].podSecurity")
+            && err.contains("never run"),
+        "{err}"
+    );
+}

@@ -205,23 +205,23 @@ pub fn compile_document(file: &str, doc: Value) -> Result<CompiledPolicy, Policy
             ));
         }
     }
-    match top.get("apiVersion").and_then(Value::as_str) {
-        Some(API_VERSION) => {}
+    match top.get("apiVersion") {
+        Some(Value::String(v)) if v == API_VERSION => {}
         other => {
             return Err(err(
                 pname,
                 "apiVersion",
-                format!("expected {API_VERSION:?}, got {other:?}"),
+                format!("expected {API_VERSION:?}, got {}", shown(other)),
             ));
         }
     }
-    match top.get("kind").and_then(Value::as_str) {
-        Some(KIND) => {}
+    match top.get("kind") {
+        Some(Value::String(v)) if v == KIND => {}
         other => {
             return Err(err(
                 pname,
                 "kind",
-                format!("expected {KIND:?}, got {other:?}"),
+                format!("expected {KIND:?}, got {}", shown(other)),
             ));
         }
     }
@@ -244,6 +244,14 @@ pub fn compile_document(file: &str, doc: Value) -> Result<CompiledPolicy, Policy
         err(Some(&name), &field, e.into_inner().to_string())
     })?;
     compile_spec(file, &name, &spec).map_err(|(field, reason)| err(Some(&name), &field, reason))
+}
+
+/// A value as a user wrote it, for an error message: `"fluxadmit.io/v1"`, `3`, or `nothing`.
+fn shown(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "nothing".into(),
+        Some(v) => v.to_string(),
+    }
 }
 
 /// Compiles a parsed spec. Errors are (field path, reason).
@@ -279,7 +287,9 @@ pub fn compile_spec(
         }
         rules.push(CompiledRule::compile(r, &field)?);
     }
+    super::reach::check_rules(spec)?;
     Ok(CompiledPolicy {
+        warnings: super::reach::unknown_resources(spec),
         name: name.to_owned(),
         source: source.to_owned(),
         action: spec.action,
