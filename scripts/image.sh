@@ -52,8 +52,8 @@ buildah "${storage[@]}" bud --isolation chroot --layers=false \
 
 if $check; then
     echo "== check: the image's config and its binary, run as uid 65532"
-    config="$(buildah "${storage[@]}" inspect --type image --format '{{.OCIv1.Config.User}} {{json .OCIv1.Config.Entrypoint}}' "$tag")"
-    [[ "$config" == '65532:65532 ["/fluxadmit"]' ]] || { echo "error: image config: $config" >&2; exit 1; }
+    config="$(buildah "${storage[@]}" inspect --type image --format '{{.OCIv1.Config.User}} {{.OCIv1.Config.Entrypoint}}' "$tag")"
+    [[ "$config" == '65532:65532 [/fluxadmit]' ]] || { echo "error: image config: $config" >&2; exit 1; }
     ctr="$(buildah "${storage[@]}" from "$tag")"
     mnt="$(buildah "${storage[@]}" mount "$ctr")"
     status=0
