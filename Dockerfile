@@ -16,7 +16,7 @@ COPY policies ./policies
 # code) are still linked dynamically.
 RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
  && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" --bin fluxadmit \
- && cp "target/$target/release/fluxadmit" /fluxadmit
+ && strip --strip-all -o /fluxadmit "target/$target/release/fluxadmit"
 
 # Runtime: nothing but the binary and a CA bundle (for the Kubernetes API client when the
 # cluster's CA is not mounted, and for cert-manager-less setups that talk to the API server).

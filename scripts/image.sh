@@ -33,7 +33,9 @@ fi
 
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
-cp "$bin" "$ctx/fluxadmit"
+# The image carries no debug information (the release profile keeps line tables for
+# profiling on a developer's machine).
+strip --strip-all -o "$ctx/fluxadmit" "$bin"
 cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-certificates.crt"
 # The Dockerfile's last stage, with its two COPY --from=build lines reading the context.
 awk '/^FROM scratch/ {on = 1} on' Dockerfile \
