@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Mutex, PoisonError, RwLock};
 use tracing_appender::non_blocking::ErrorCounter;
 
@@ -56,7 +56,7 @@ const BUILTIN_RULES: [(&str, &str); 1] = [("fluxadmit", "policy-schema")];
 
 /// Counter handles by policy, then rule, one per level: looked up by `&str` on the request
 /// path (no allocation, a read lock); written only the first time a pair is seen.
-type FindingHandles = HashMap<String, HashMap<String, [Counter; 2]>>;
+type FindingHandles = FxHashMap<String, FxHashMap<String, [Counter; 2]>>;
 
 /// The decisions the admission counter is labelled with.
 pub const DECISIONS: [&str; 5] = ["allowed", "warned", "patched", "denied", "unchecked"];
@@ -166,7 +166,7 @@ impl Metrics {
             duration,
             bad_requests,
             findings,
-            finding_handles: RwLock::new(HashMap::new()),
+            finding_handles: RwLock::new(FxHashMap::default()),
             policies,
             view_objects,
             tls_reloads,

@@ -324,27 +324,38 @@ pub struct FindingsJson<'a>(pub &'a [crate::engine::Reported]);
 
 impl std::fmt::Display for FindingsJson<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        #[derive(serde::Serialize)]
-        struct Item<'a> {
-            policy: &'a str,
-            rule: &'a str,
-            level: &'static str,
-            path: &'a str,
-            message: &'a str,
+        /// One finding as `{policy, rule, level, path, message}`.
+        struct Item<'a>(&'a crate::engine::Reported);
+        impl serde::Serialize for Item<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap as _;
+                let r = self.0;
+                let mut m = s.serialize_map(Some(5))?;
+                m.serialize_entry("policy", &r.policy)?;
+                m.serialize_entry("rule", &r.rule)?;
+                m.serialize_entry("level", crate::metrics::level_name(r.finding.level))?;
+                m.serialize_entry("path", &r.finding.path)?;
+                m.serialize_entry("message", &r.finding.message)?;
+                m.end()
+            }
         }
-        let items: Vec<Item<'_>> = self
+        struct All<'a>(&'a [crate::engine::Reported]);
+        impl serde::Serialize for All<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(Item))
+            }
+        }
+        // Serialized whole, then written once (serde_json writes in many small pieces).
+        let size: usize = self
             .0
             .iter()
-            .map(|r| Item {
-                policy: &r.policy,
-                rule: &r.rule,
-                level: crate::metrics::level_name(r.finding.level),
-                path: &r.finding.path,
-                message: &r.finding.message,
+            .map(|r| {
+                64 + r.policy.len() + r.rule.len() + r.finding.path.len() + r.finding.message.len()
             })
-            .collect();
-        let json = serde_json::to_string(&items).map_err(|_| std::fmt::Error)?;
-        f.write_str(&json)
+            .sum();
+        let mut buf = Vec::with_capacity(size + 2);
+        serde_json::to_writer(&mut buf, &All(self.0)).map_err(|_| std::fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| std::fmt::Error)?)
     }
 }
 
