@@ -239,8 +239,7 @@ fn patch(c: &mut Criterion, snap: &Snapshot) {
     // The patch for the default mutating overlay on the Deployment's pod template, built the way
     // the engine does it (write in place, log, patch from the log, undo) and, for comparison,
     // by copying, applying and diffing with json-patch.
-    let (_, text) = generate::POLICY_FILES
-        .iter()
+    let (_, text) = generate::policy_files()
         .find(|(f, _)| *f == "restricted-security-context.yaml")
         .unwrap();
     let policy: serde_json::Value = serde_yaml::from_str(text).unwrap();

@@ -11,20 +11,9 @@ use rustc_hash::FxHashMap as HashMap;
 use serde_json::{Value, json};
 use std::path::Path;
 
-/// The default policies and every example, embedded so the benchmark runs from anywhere.
-pub const POLICY_FILES: [(&str, &str); 9] = [
-    (
-        "flux-dependencies.yaml",
-        include_str!("../../policies/flux-dependencies.yaml"),
-    ),
-    (
-        "flux-referenced-secrets.yaml",
-        include_str!("../../policies/flux-referenced-secrets.yaml"),
-    ),
-    (
-        "restricted-security-context.yaml",
-        include_str!("../../policies/restricted-security-context.yaml"),
-    ),
+/// The example policies, embedded so the benchmark runs from anywhere (the defaults are the
+/// binary's built-in set, `policy::builtin::FILES`).
+const EXAMPLE_FILES: [(&str, &str); 6] = [
     (
         "examples/image-pull-secrets.yaml",
         include_str!("../../policies/examples/image-pull-secrets.yaml"),
@@ -51,21 +40,26 @@ pub const POLICY_FILES: [(&str, &str); 9] = [
     ),
 ];
 
+/// (path under `policies/`, text) of the default policies and every example.
+pub fn policy_files() -> impl Iterator<Item = (&'static str, &'static str)> {
+    crate::policy::builtin::FILES
+        .iter()
+        .copied()
+        .chain(EXAMPLE_FILES)
+}
+
 /// The namespace the benchmark bodies live in (always present, labelled as a Flux tenant).
 pub const BODY_NAMESPACE: &str = "team-0000";
 
 /// The full default policy set plus every example policy.
 pub fn policies() -> Result<PolicySet, PolicyError> {
-    compile_files(&POLICY_FILES)
+    compile_files(&policy_files().collect::<Vec<_>>())
 }
 
-/// The default policy set alone (`policies/*.yaml`, what `serve` loads without `--policies`).
+/// The default policy set alone: the binary's built-in set, what `serve` loads without
+/// `--policies`.
 pub fn default_policies() -> Result<PolicySet, PolicyError> {
-    let defaults: Vec<_> = POLICY_FILES
-        .into_iter()
-        .filter(|(file, _)| !file.starts_with("examples/"))
-        .collect();
-    compile_files(&defaults)
+    crate::policy::builtin::load()
 }
 
 fn compile_files(files: &[(&str, &str)]) -> Result<PolicySet, PolicyError> {

@@ -227,7 +227,7 @@ impl StartupFixture {
     pub fn new(objects: usize) -> anyhow::Result<StartupFixture> {
         let tmp = TempDir::new("startup")?;
         let tls = Tls::generate(&tmp.path().join("certs"))?;
-        for (file, text) in generate::POLICY_FILES {
+        for (file, text) in generate::policy_files() {
             let p = tmp.path().join("policies").join(file);
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent)?;
