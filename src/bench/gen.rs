@@ -3,13 +3,11 @@
 //! deterministic (a fixed-seed SplitMix64), so two runs measure the same input.
 
 use crate::cluster::ClusterView;
-use crate::cluster::load::parse_manifests;
 use crate::graph::ObjKey;
-use crate::policy::load::compile_documents;
+use crate::policy::load::{compile_documents, parse_documents};
 use crate::policy::{PolicyError, PolicySet};
 use rustc_hash::FxHashMap as HashMap;
 use serde_json::{Value, json};
-use std::path::Path;
 
 /// The example policies, embedded so the benchmark runs from anywhere (the defaults are the
 /// binary's built-in set, `policy::builtin::FILES`).
@@ -65,13 +63,7 @@ pub fn default_policies() -> Result<PolicySet, PolicyError> {
 fn compile_files(files: &[(&str, &str)]) -> Result<PolicySet, PolicyError> {
     let mut docs = Vec::new();
     for &(file, text) in files {
-        let parsed = parse_manifests(Path::new(file), text).map_err(|e| PolicyError {
-            file: file.to_owned(),
-            policy: None,
-            field: String::new(),
-            reason: e.to_string(),
-        })?;
-        docs.extend(parsed.into_iter().map(|d| (file.to_owned(), d)));
+        docs.extend(parse_documents(file, text)?);
     }
     compile_documents(docs)
 }

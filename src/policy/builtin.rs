@@ -6,7 +6,6 @@
 //! `*.yaml` files of `policies/` (not `policies/examples/`), so a new default cannot be left out.
 
 use super::PolicyError;
-use crate::cluster::load::parse_manifests;
 use serde_json::Value;
 use std::path::Path;
 
@@ -51,18 +50,7 @@ pub fn documents() -> Result<Vec<(String, Value)>, PolicyError> {
 fn documents_of(files: &[(&str, &str)]) -> Result<Vec<(String, Value)>, PolicyError> {
     let mut docs = Vec::new();
     for &(file, text) in files {
-        let src = source(file);
-        let parsed = parse_manifests(Path::new(&src), text).map_err(|e| PolicyError {
-            file: src.clone(),
-            policy: None,
-            field: String::new(),
-            reason: e
-                .to_string()
-                .split_once(": ")
-                .map(|(_, r)| r.to_owned())
-                .unwrap_or_default(),
-        })?;
-        docs.extend(parsed.into_iter().map(|d| (src.clone(), d)));
+        docs.extend(super::load::parse_documents(&source(file), text)?);
     }
     Ok(docs)
 }

@@ -40,19 +40,26 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<(String, Value)>, PolicyE
     }
     for f in &files {
         let text = std::fs::read_to_string(f).map_err(|e| io_err(f, e.to_string()))?;
-        let parsed = parse_manifests(f, &text).map_err(|e| PolicyError {
-            file: f.display().to_string(),
-            policy: None,
-            field: String::new(),
-            reason: e
-                .to_string()
-                .split_once(": ")
-                .map(|(_, r)| r.to_owned())
-                .unwrap_or_default(),
-        })?;
-        docs.extend(parsed.into_iter().map(|d| (f.display().to_string(), d)));
+        docs.extend(parse_documents(&f.display().to_string(), &text)?);
     }
     Ok(docs)
+}
+
+/// The documents of one policy text, as (source, document); a text that does not parse is an
+/// error naming `source` once.
+pub fn parse_documents(source: &str, text: &str) -> Result<Vec<(String, Value)>, PolicyError> {
+    let parsed = parse_manifests(Path::new(source), text).map_err(|e| PolicyError {
+        file: source.to_owned(),
+        policy: None,
+        field: String::new(),
+        // The loader's message starts with the path, which `file` already gives.
+        reason: e
+            .to_string()
+            .split_once(": ")
+            .map(|(_, r)| r.to_owned())
+            .unwrap_or_default(),
+    })?;
+    Ok(parsed.into_iter().map(|d| (source.to_owned(), d)).collect())
 }
 
 /// Compiles file policies (strict: any error fails) together with policies from
