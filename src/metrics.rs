@@ -43,12 +43,17 @@ pub struct FindingLabels {
 /// The finding levels, in `Level` order.
 pub const LEVELS: [&str; 2] = ["error", "warning"];
 
+/// The position of a finding level in [`LEVELS`].
+fn level_index(level: Level) -> usize {
+    match level {
+        Level::Error => 0,
+        Level::Warning => 1,
+    }
+}
+
 /// The label value of a finding level.
 pub fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::Error => LEVELS[0],
-        Level::Warning => LEVELS[1],
-    }
+    LEVELS[level_index(level)]
 }
 
 /// The finding fluxadmit reports itself (a `DeploymentPolicy` that does not compile).
@@ -192,10 +197,7 @@ impl Metrics {
     /// Counts one finding. `policy` and `rule` are the names the engine copied from the
     /// policy set that produced the finding (or fluxadmit's own), never request content.
     pub fn finding(&self, policy: &str, rule: &str, level: Level) {
-        let i = match level {
-            Level::Error => 0,
-            Level::Warning => 1,
-        };
+        let i = level_index(level);
         let known = self
             .finding_handles
             .read()
@@ -309,7 +311,7 @@ mod tests {
     #[test]
     fn findings_are_counted_by_policy_rule_and_level() {
         let m = Metrics::new();
-        let set = crate::bench::generate::default_policies().unwrap();
+        let set = crate::policy::builtin::load().unwrap();
         m.register_policies(&set);
         m.finding(
             "flux-referenced-secrets",
