@@ -446,18 +446,10 @@ fn a_policy_error_in_a_file_beside_builtin_names_both_sources() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_from_an_empty_directory_denies_the_cycle_and_exits_zero_on_sigterm() {
     let cwd = tempfile::tempdir().unwrap();
-    let (port, mport) = (free_port(), free_port());
+    let (port, mport) = (common::free_port(), common::free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
         .args(["serve", "--drain", "300ms"])
         .args(["--addr", &format!("127.0.0.1:{port}")])
@@ -525,29 +517,6 @@ async fn serve_from_an_empty_directory_denies_the_cycle_and_exits_zero_on_sigter
     );
     drop(client);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &guard.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = guard.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut logs = String::new();
-    guard
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let (status, logs) = common::terminate(&mut guard.0, Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "{logs}");
 }

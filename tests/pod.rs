@@ -17,14 +17,6 @@ use std::time::{Duration, Instant};
 
 const POD_UID: u32 = 65532;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -100,7 +92,7 @@ async fn serves_as_the_pod_user_from_read_only_mounts() {
     }
     read_only(&policies);
 
-    let (port, mport) = (free_port(), free_port());
+    let (port, mport) = (common::free_port(), common::free_port());
     let mut child = pod_command(&cwd)
         .args(["serve", "--log-format", "json", "--drain", "300ms"])
         .args(["--addr", &format!("127.0.0.1:{port}")])
@@ -172,19 +164,7 @@ async fn serves_as_the_pod_user_from_read_only_mounts() {
     );
     drop(client);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = wait_exit(&mut child, Duration::from_secs(15));
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let (status, logs) = common::terminate(&mut child, Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "{logs}");
     // Nothing was written into the mounts or the working directory.
     assert!(std::fs::read_dir(&cwd).unwrap().next().is_none());

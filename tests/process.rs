@@ -5,19 +5,10 @@
 mod common;
 
 use serde_json::json;
-use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CANARY: &str = "CANARY-c0ffee-9d2b-never-log-me";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_logs_no_secret_and_exits_zero_on_sigterm() {
@@ -33,7 +24,7 @@ async fn serve_logs_no_secret_and_exits_zero_on_sigterm() {
     )
     .unwrap();
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let (port, mport) = (free_port(), free_port());
+    let (port, mport) = (common::free_port(), common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
         .args([
             "serve",
@@ -108,29 +99,7 @@ async fn serve_logs_no_secret_and_exits_zero_on_sigterm() {
     assert_eq!(ok.json()["response"]["allowed"], true);
     drop(client);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let (status, logs) = common::terminate(&mut child, Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "{logs}");
     assert!(!logs.contains(CANARY), "a secret value reached the logs");
     // One JSON line per admission (info if denied or warned, debug otherwise) with the
@@ -211,7 +180,7 @@ async fn serve_text_logs_one_line_per_decision_without_colour() {
     )
     .unwrap();
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let (port, mport) = (free_port(), free_port());
+    let (port, mport) = (common::free_port(), common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
         .args(["serve", "--drain", "200ms"])
         .args([
@@ -266,29 +235,7 @@ async fn serve_text_logs_one_line_per_decision_without_colour() {
     assert_eq!(ok.json()["response"]["allowed"], true);
     drop(client);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let (status, logs) = common::terminate(&mut child, Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "{logs}");
     assert!(
         !logs.contains('\u{1b}'),

@@ -2,26 +2,23 @@
 //! kubelet sends) keeps answering for the whole drain period first. Both exit 0.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A server with a 3 s drain, once it accepts connections.
 fn serve(dir: &tempfile::TempDir) -> Child {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let port = free_port();
+    let port = common::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
         .args(["serve", "--drain", "3s"])
         .args(["--addr", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .args([
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
         .arg("--cert-dir")
         .arg(dir.path().join("certs"))
         .arg("--policies")
