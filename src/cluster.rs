@@ -365,11 +365,7 @@ impl ClusterView {
             .get("namespace")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
-            .unwrap_or(if namespace.is_empty() {
-                "default"
-            } else {
-                namespace
-            });
+            .unwrap_or(or_default_namespace(namespace));
         let index = match chart_ref.get("kind")?.as_str()? {
             "OCIRepository" => &self.oci_repositories,
             "HelmChart" => &self.helm_charts,
@@ -398,11 +394,11 @@ impl ClusterView {
         if name.is_empty() {
             return false;
         }
-        let namespace = obj
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .unwrap_or("default");
+        let namespace = or_default_namespace(
+            obj.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        );
         match kind {
             Tracked::HelmRelease | Tracked::Kustomization => {
                 let fk = kind.flux_kind().unwrap_or(FluxKind::HelmRelease);
@@ -492,11 +488,7 @@ impl ClusterView {
 
     /// Removes one object.
     pub fn delete(&mut self, kind: Tracked, namespace: &str, name: &str) {
-        let namespace = if namespace.is_empty() {
-            "default"
-        } else {
-            namespace
-        };
+        let namespace = or_default_namespace(namespace);
         match kind {
             Tracked::HelmRelease | Tracked::Kustomization => {
                 let fk = kind.flux_kind().unwrap_or(FluxKind::HelmRelease);
@@ -550,6 +542,15 @@ impl ClusterView {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The namespace an object without one is in, as the view keys it: `default`.
+fn or_default_namespace(namespace: &str) -> &str {
+    if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
     }
 }
 
