@@ -294,7 +294,7 @@ pub fn compile_spec(
         }
         rules.push(CompiledRule::compile(r, &field)?);
     }
-    super::reach::check_rules(spec)?;
+    super::reach::check_rules(spec, &rules)?;
     Ok(CompiledPolicy {
         warnings: super::reach::unknown_resources(spec),
         name: name.to_owned(),

@@ -4,6 +4,7 @@
 //! a misspelt apiGroup): it may be a custom resource, so it still loads.
 
 use super::model::{DeploymentPolicySpec, OverlayTarget, RuleSpec};
+use crate::rules::CompiledRule;
 
 /// Kinds that hold a pod spec (the `podSecurity`, pod-template `mutate` and `imagePullSecrets`
 /// targets).
@@ -136,20 +137,13 @@ fn targets(rule: &RuleSpec) -> Option<Vec<(&'static str, &'static str)>> {
     None
 }
 
-fn rule_kind(rule: &RuleSpec) -> &'static str {
-    match () {
-        _ if rule.depends_on.is_some() => "dependsOn",
-        _ if rule.referenced_secrets.is_some() => "referencedSecrets",
-        _ if rule.required_secrets.is_some() => "requiredSecrets",
-        _ if rule.pod_security.is_some() => "podSecurity",
-        _ if rule.mutate.is_some() => "mutate",
-        _ => "imagePullSecrets",
-    }
-}
-
-/// An error (field, reason) for a rule the policy can never apply.
-pub fn check_rules(spec: &DeploymentPolicySpec) -> Result<(), (String, String)> {
-    for (i, rule) in spec.rules.iter().enumerate() {
+/// An error (field, reason) for a rule the policy can never apply; `compiled` are the spec's
+/// rules as compiled, in order (they name their kind).
+pub fn check_rules(
+    spec: &DeploymentPolicySpec,
+    compiled: &[CompiledRule],
+) -> Result<(), (String, String)> {
+    for (i, (rule, c)) in spec.rules.iter().zip(compiled).enumerate() {
         let Some(kinds) = targets(rule) else {
             continue;
         };
@@ -164,7 +158,7 @@ pub fn check_rules(spec: &DeploymentPolicySpec) -> Result<(), (String, String)> 
         for (field, text) in unknown_resources(spec) {
             reason.push_str(&format!(" ({field}: {text})"));
         }
-        return Err((format!("spec.rules[{i}].{}", rule_kind(rule)), reason));
+        return Err((format!("spec.rules[{i}].{}", c.kind_name()), reason));
     }
     Ok(())
 }
@@ -238,13 +232,22 @@ mod tests {
         serde_yaml::from_str(yaml).unwrap()
     }
 
+    fn check(s: &DeploymentPolicySpec) -> Result<(), (String, String)> {
+        let compiled: Vec<CompiledRule> = s
+            .rules
+            .iter()
+            .map(|r| CompiledRule::compile(r, "spec.rules[]").unwrap())
+            .collect();
+        check_rules(s, &compiled)
+    }
+
     #[test]
     fn a_pod_rule_matched_only_to_helm_releases_is_an_error() {
         let s = spec(
             "match: {resources: [{apiGroups: [helm.toolkit.fluxcd.io], kinds: [HelmRelease]}]}\n\
              rules: [{name: pss, podSecurity: {level: restricted}}]",
         );
-        let (field, reason) = check_rules(&s).unwrap_err();
+        let (field, reason) = check(&s).unwrap_err();
         assert_eq!(field, "spec.rules[0].podSecurity");
         assert!(
             reason.contains("Deployment") && reason.contains("never run"),
@@ -254,16 +257,13 @@ mod tests {
             "match: {resources: [{apiGroups: [apps], kinds: [Deployment]}]}\n\
              rules: [{name: pss, podSecurity: {level: restricted}}]",
         );
-        assert!(check_rules(&ok).is_ok());
+        assert!(check(&ok).is_ok());
         let any = spec("match: {}\nrules: [{name: pss, podSecurity: {level: restricted}}]");
-        assert!(check_rules(&any).is_ok());
+        assert!(check(&any).is_ok());
         let charts = spec(
             "match: {charts: [app-template]}\nrules: [{name: d, dependsOn: {}}, {name: p, podSecurity: {level: baseline}}]",
         );
-        assert_eq!(
-            check_rules(&charts).unwrap_err().0,
-            "spec.rules[1].podSecurity"
-        );
+        assert_eq!(check(&charts).unwrap_err().0, "spec.rules[1].podSecurity");
     }
 
     #[test]
