@@ -61,13 +61,18 @@ if $check; then
     status=0
     (
         set -e
+        # The example state and review, copied where the pod user can read them (the
+        # checkout itself may be in a private directory).
         work="$(mktemp -d)"
+        cp -r examples/state "$work/state"
+        cp examples/reviews/helmrelease-cycle.json "$work/cycle.json"
+        chmod -R a+rX "$work"
         chmod 0555 "$work"
         cd "$work"
         # The binary from the image's filesystem, as the pod user, from a read-only directory,
         # with the built-in policies: the cycle review is denied.
         out="$(setpriv --reuid 65532 --regid 65532 --clear-groups \
-            "$mnt/fluxadmit" review --state "$OLDPWD/examples/state" "$OLDPWD/examples/reviews/helmrelease-cycle.json" || true)"
+            "$mnt/fluxadmit" review --state state cycle.json || true)"
         echo "$out" | grep -q '"allowed":false' || { echo "error: unexpected answer: $out" >&2; exit 1; }
         "$mnt/fluxadmit" --version
     ) || status=$?

@@ -29,9 +29,16 @@ fn read_only(dir: &Path) {
     chmod(dir, 0o555);
 }
 
-/// `fluxadmit` with the pod's user (when we may switch), an empty environment, and `cwd`.
-fn pod_command(cwd: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fluxadmit"));
+/// `fluxadmit` with the pod's user (when we may switch), an empty environment, and `cwd`. The
+/// binary is copied into `base` first, as the image holds it: the pod's user may not be able
+/// to reach the build's own (a checkout under a private directory).
+fn pod_command(base: &Path, cwd: &Path) -> Command {
+    let bin = base.join("fluxadmit");
+    if !bin.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_fluxadmit"), &bin).unwrap();
+        chmod(&bin, 0o555);
+    }
+    let mut c = Command::new(bin);
     c.current_dir(cwd).env_clear().env("PATH", "/nonexistent");
     if rustix::process::geteuid().is_root() {
         // std drops root's supplementary groups when it switches the user.
@@ -93,7 +100,7 @@ async fn serves_as_the_pod_user_from_read_only_mounts() {
     read_only(&policies);
 
     let (port, mport) = (common::free_port(), common::free_port());
-    let mut child = pod_command(&cwd)
+    let mut child = pod_command(base.path(), &cwd)
         .args(["serve", "--log-format", "json", "--drain", "300ms"])
         .args(["--addr", &format!("127.0.0.1:{port}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{mport}")])
@@ -180,8 +187,7 @@ fn an_empty_read_only_certificate_directory_is_named_and_left_alone() {
     let certs = base.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
     chmod(&certs, 0o555);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut child = pod_command(&cwd)
+    let mut child = pod_command(base.path(), &cwd)
         .args([
             "serve",
             "--addr",
@@ -191,8 +197,6 @@ fn an_empty_read_only_certificate_directory_is_named_and_left_alone() {
         ])
         .arg("--cert-dir")
         .arg(&certs)
-        .arg("--policies")
-        .arg(root.join("policies"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
