@@ -23,7 +23,6 @@ pub struct Request {
     pub name: String,
     pub operation: OperationName,
     pub dry_run: bool,
-    pub user_info: Value,
     /// `Value::Null` when absent (DELETE).
     pub object: Value,
     /// The existing object (UPDATE, DELETE), parsed when first asked for: see [`Request::old_object`].
@@ -49,9 +48,12 @@ pub enum ReviewError {
 
 /// Parses a body into a request. Never panics; every failure says what is wrong.
 pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
+    // JSON is UTF-8: checked once for the whole body, so the parser need not check each string.
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ReviewError::NotJson(format!("not UTF-8 ({e})")))?;
     let review: Result<Envelope, _> = {
         let _reading = ReadingReview::start();
-        serde_json::from_slice(body)
+        serde_json::from_str(text)
     };
     let review = review.map_err(|e| {
         if e.is_syntax() || e.is_eof() {
@@ -94,7 +96,6 @@ pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
     } else {
         req.name.clone()
     };
-    let user_info = serde_json::to_value(&req.user_info).unwrap_or(Value::Null);
     Ok(Request {
         uid: req.uid.clone(),
         group: req.kind.group.clone(),
@@ -105,7 +106,6 @@ pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
         name,
         operation,
         dry_run: req.dry_run,
-        user_info,
         object,
         old,
         review: req,
@@ -231,6 +231,16 @@ impl Request {
     /// The existing object (UPDATE, DELETE); `Value::Null` when absent (CREATE).
     pub fn old_object(&self) -> &Value {
         self.old.get()
+    }
+
+    /// `request.userInfo` as the API server sent it (built when a CEL expression asks for it).
+    pub fn user_info(&self) -> Value {
+        serde_json::to_value(&self.review.user_info).unwrap_or(Value::Null)
+    }
+
+    /// The requesting user's name, if the review carries one.
+    pub fn username(&self) -> Option<&str> {
+        self.review.user_info.username.as_deref()
     }
 }
 
@@ -421,6 +431,16 @@ mod tests {
             parse_review(b"[1,2]"),
             Err(ReviewError::NotReview(_))
         ));
+        // A Latin-1 "é" inside a string: the whole body is refused as not UTF-8, with the offset.
+        let latin1 = review("").replace("\"web\"", "\"caf\u{1}\"").into_bytes();
+        let latin1: Vec<u8> = latin1.iter().map(|&b| if b == 1 { 0xE9 } else { b }).collect();
+        match parse_review(&latin1) {
+            Err(e @ ReviewError::NotJson(_)) => {
+                assert!(e.to_string().contains("not UTF-8"), "{e}");
+                assert!(e.to_string().contains("index"), "{e}");
+            }
+            other => panic!("{:?}", other.map(|r| r.uid)),
+        }
         let v1beta1 = review("").replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1");
         assert!(matches!(
             parse_review(v1beta1.as_bytes()),

@@ -84,7 +84,7 @@ impl Report {
 }
 
 fn namespace_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/namespace")
+    crate::json::at(obj, "/metadata/namespace")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .unwrap_or("default")
@@ -94,7 +94,7 @@ fn namespace_of(obj: &Value) -> &str {
 /// or name.
 fn review_body(i: usize, obj: &Value) -> Option<(String, Vec<u8>)> {
     let kind = obj.get("kind").and_then(Value::as_str)?;
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str)?;
+    let name = crate::json::at(obj, "/metadata/name").and_then(Value::as_str)?;
     let ns = namespace_of(obj);
     // A real write, not a dry run; the answers are asked for offline (`review_offline`): the
     // repository plus --state is the whole world, so what is missing there is missing for good.
@@ -122,7 +122,7 @@ pub fn admission_review(
     let any = object.or(old)?;
     let api_version = any.get("apiVersion").and_then(Value::as_str)?;
     let kind = any.get("kind").and_then(Value::as_str)?;
-    let name = any.pointer("/metadata/name").and_then(Value::as_str)?;
+    let name = crate::json::at(any, "/metadata/name").and_then(Value::as_str)?;
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let body = json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
@@ -222,7 +222,7 @@ pub fn graph(docs: &[Document], kind: FluxKind) -> Graph {
         if FluxKind::from_group_kind(group, k) != Some(kind) {
             return None;
         }
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str)?;
+        let name = crate::json::at(obj, "/metadata/name").and_then(Value::as_str)?;
         let ns = namespace_of(obj);
         Some((ObjKey::new(ns, name), depends_on_of(ns, obj)))
     });

@@ -86,7 +86,7 @@ impl FluxObject {
 
 /// `spec.dependsOn` as keys, namespace defaulted to the object's.
 pub fn depends_on_of(namespace: &str, obj: &Value) -> Vec<ObjKey> {
-    let Some(items) = obj.pointer("/spec/dependsOn").and_then(Value::as_array) else {
+    let Some(items) = crate::json::at(obj, "/spec/dependsOn").and_then(Value::as_array) else {
         return Vec::new();
     };
     items
@@ -107,7 +107,7 @@ pub fn depends_on_of(namespace: &str, obj: &Value) -> Vec<ObjKey> {
 
 /// `metadata.labels` of a manifest (non-string values are skipped).
 pub fn labels_of(obj: &Value) -> Labels {
-    obj.pointer("/metadata/labels")
+    crate::json::at(obj, "/metadata/labels")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -352,14 +352,13 @@ impl ClusterView {
     /// namespace defaults to the release's). None when neither resolves: no chart, a source
     /// the view does not hold, or a kind it does not know.
     pub fn release_chart<'a>(&'a self, namespace: &str, release: &'a Value) -> Option<&'a str> {
-        let classic = release
-            .pointer("/spec/chart/spec/chart")
+        let classic = crate::json::at(release, "/spec/chart/spec/chart")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty());
         if classic.is_some() {
             return classic;
         }
-        let chart_ref = release.pointer("/spec/chartRef")?;
+        let chart_ref = crate::json::at(release, "/spec/chartRef")?;
         let name = chart_ref.get("name")?.as_str()?;
         let ns = chart_ref
             .get("namespace")
@@ -387,15 +386,14 @@ impl ClusterView {
 
     /// Adds or replaces one object of a known kind (list items carry no apiVersion/kind).
     pub fn apply(&mut self, kind: Tracked, obj: &Value) -> bool {
-        let name = obj
-            .pointer("/metadata/name")
+        let name = crate::json::at(obj, "/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("");
         if name.is_empty() {
             return false;
         }
         let namespace = or_default_namespace(
-            obj.pointer("/metadata/namespace")
+            crate::json::at(obj, "/metadata/namespace")
                 .and_then(Value::as_str)
                 .unwrap_or(""),
         );
@@ -459,11 +457,11 @@ impl ClusterView {
             }
             Tracked::OCIRepository | Tracked::HelmChart => {
                 let chart = if kind == Tracked::OCIRepository {
-                    obj.pointer("/spec/url")
+                    crate::json::at(obj, "/spec/url")
                         .and_then(Value::as_str)
                         .and_then(oci_chart_name)
                 } else {
-                    obj.pointer("/spec/chart")
+                    crate::json::at(obj, "/spec/chart")
                         .and_then(Value::as_str)
                         .filter(|s| !s.is_empty())
                 };

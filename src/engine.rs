@@ -150,9 +150,7 @@ pub fn evaluate_in(
         namespace: &req.namespace,
         name: &req.name,
         operation: req.operation,
-        labels: object
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object),
+        labels: crate::json::at(object, "/metadata/labels").and_then(Value::as_object),
         namespace_labels,
         chart,
     };
@@ -292,7 +290,7 @@ fn judge(findings: &mut [Reported], req: &Request, object: &Value, world: World)
     }
     let why = if req.dry_run {
         "a dry run; Flux dry-runs a whole apply before it writes any of it"
-    } else if flux_applied(object) || flux_controller(&req.user_info) {
+    } else if flux_applied(object) || flux_controller(req.username()) {
         "Flux applies this object; what it needs may come in the same or another apply, and Flux retries"
     } else {
         return;
@@ -307,18 +305,15 @@ fn judge(findings: &mut [Reported], req: &Request, object: &Value, world: World)
 
 /// Whether one of Flux's controllers applied the object (it carries their ownership labels).
 pub fn flux_applied(object: &Value) -> bool {
-    object
-        .pointer("/metadata/labels")
+    crate::json::at(object, "/metadata/labels")
         .and_then(Value::as_object)
         .is_some_and(|l| FLUX_OWNER_LABELS.iter().any(|k| l.contains_key(*k)))
 }
 
 /// Whether the request comes from one of Flux's controllers (their service accounts keep these
 /// names in whatever namespace Flux is installed).
-fn flux_controller(user_info: &Value) -> bool {
-    user_info
-        .get("username")
-        .and_then(Value::as_str)
+fn flux_controller(username: Option<&str>) -> bool {
+    username
         .and_then(|u| u.strip_prefix("system:serviceaccount:"))
         .and_then(|u| u.split_once(':'))
         .is_some_and(|(_, sa)| FLUX_CONTROLLERS.contains(&sa))

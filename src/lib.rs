@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cluster;
 pub mod engine;
 pub mod graph;
+pub mod json;
 pub mod metrics;
 pub mod mutate;
 pub mod policy;

@@ -108,7 +108,7 @@ impl Effective {
         let mut by_name: std::collections::HashMap<String, (String, serde_json::Value)> = docs
             .into_iter()
             .filter_map(|(src, d)| {
-                let name = d.pointer("/metadata/name")?.as_str()?.to_owned();
+                let name = crate::json::at(&d, "/metadata/name")?.as_str()?.to_owned();
                 Some((name, (src, d)))
             })
             .collect();

@@ -242,7 +242,4 @@ impl CompiledRule {
     }
 }
 
-/// The string at a JSON pointer, if it is one.
-pub fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer).and_then(Value::as_str)
-}
+pub use crate::json::str_at;

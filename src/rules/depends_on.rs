@@ -37,7 +37,7 @@ impl DependsOn {
             name: ctx.name().to_owned(),
         };
 
-        let items = match ctx.object.pointer("/spec/dependsOn") {
+        let items = match crate::json::at(ctx.object, "/spec/dependsOn") {
             None | Some(Value::Null) => &[][..],
             Some(Value::Array(a)) => a.as_slice(),
             Some(_) => {
@@ -48,7 +48,7 @@ impl DependsOn {
                 return;
             }
         };
-        let my_tier = self.tier_of(ctx.object.pointer("/metadata/labels"));
+        let my_tier = self.tier_of(crate::json::at(ctx.object, "/metadata/labels"));
         if let (Some(label), true, Err(reason)) = (&self.tier_label, self.require_tiers, &my_tier) {
             out.push(Finding::error(
                 format!("metadata.labels[{label}]"),

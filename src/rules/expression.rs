@@ -56,7 +56,7 @@ impl ExpressionRule {
             json!({
                 "operation": format!("{:?}", req.operation).to_uppercase(),
                 "dryRun": req.dry_run,
-                "userInfo": req.user_info,
+                "userInfo": req.user_info(),
                 "namespace": req.namespace,
                 "name": req.name,
                 "kind": {"group": req.group, "version": req.version, "kind": req.kind},

@@ -135,7 +135,8 @@ impl ImagePullSecrets {
         }
         let ns = ctx.namespace();
         if let Some((pointer, path)) = pod_template(&ctx.req.group, &ctx.req.kind) {
-            let Some(spec) = ctx.object.pointer(pointer).and_then(|t| t.get("spec")) else {
+            let Some(spec) = crate::json::at(ctx.object, pointer).and_then(|t| t.get("spec"))
+            else {
                 return;
             };
             let spec_path = join(path, "spec");
@@ -163,7 +164,7 @@ impl ImagePullSecrets {
             let target = super::str_at(ctx.object, "/spec/targetNamespace")
                 .filter(|s| !s.is_empty())
                 .unwrap_or(ns);
-            let Some(values) = ctx.object.pointer("/spec/values") else {
+            let Some(values) = crate::json::at(ctx.object, "/spec/values") else {
                 return;
             };
             for path in &self.values_paths {

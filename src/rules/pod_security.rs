@@ -64,7 +64,7 @@ impl PodSecurityRule {
         {
             return;
         }
-        let Some(template) = ctx.object.pointer(pointer) else {
+        let Some(template) = crate::json::at(ctx.object, pointer) else {
             return;
         };
         let Some(spec) = template.get("spec").filter(|s| s.is_object()) else {
@@ -91,5 +91,5 @@ impl PodSecurityRule {
 /// The pod spec of a workload, if the kind has one.
 pub fn pod_spec<'a>(group: &str, kind: &str, obj: &'a Value) -> Option<&'a Value> {
     let (pointer, _) = pod_template(group, kind)?;
-    obj.pointer(pointer)?.get("spec")
+    crate::json::at(obj, pointer)?.get("spec")
 }

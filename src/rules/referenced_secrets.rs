@@ -170,7 +170,7 @@ fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 fn items<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
-    v.pointer(pointer)
+    crate::json::at(v, pointer)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
@@ -181,7 +181,7 @@ const KUBECONFIG_KEYS: &[&str] = &["value", "value.yaml"];
 /// Every Secret/ConfigMap reference Flux resolves for this object.
 fn references<'a>(kind: FluxKind, obj: &'a Value, ns: &'a str) -> Vec<Reference<'a>> {
     let mut out = Vec::new();
-    if let Some(sr) = obj.pointer("/spec/kubeConfig/secretRef")
+    if let Some(sr) = crate::json::at(obj, "/spec/kubeConfig/secretRef")
         && let Some(name) = s(sr, "name")
     {
         let need = match s(sr, "key") {
@@ -213,13 +213,11 @@ fn references<'a>(kind: FluxKind, obj: &'a Value, ns: &'a str) -> Vec<Reference<
                     optional,
                 });
             }
-            if let Some(name) = obj
-                .pointer("/spec/chart/spec/verify/secretRef/name")
+            if let Some(name) = crate::json::at(obj, "/spec/chart/spec/verify/secretRef/name")
                 .and_then(Value::as_str)
             {
                 // The verification key lives with the HelmChart, in the source's namespace.
-                let chart_ns = obj
-                    .pointer("/spec/chart/spec/sourceRef/namespace")
+                let chart_ns = crate::json::at(obj, "/spec/chart/spec/sourceRef/namespace")
                     .and_then(Value::as_str)
                     .filter(|s| !s.is_empty())
                     .unwrap_or(ns);
@@ -234,9 +232,8 @@ fn references<'a>(kind: FluxKind, obj: &'a Value, ns: &'a str) -> Vec<Reference<
             }
         }
         FluxKind::Kustomization => {
-            if let Some(name) = obj
-                .pointer("/spec/decryption/secretRef/name")
-                .and_then(Value::as_str)
+            if let Some(name) =
+                crate::json::at(obj, "/spec/decryption/secretRef/name").and_then(Value::as_str)
             {
                 out.push(Reference {
                     kind: "Secret",
