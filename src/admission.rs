@@ -49,8 +49,8 @@ pub enum ReviewError {
 /// Parses a body into a request. Never panics; every failure says what is wrong.
 pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
     // JSON is UTF-8: checked once for the whole body, so the parser need not check each string.
-    let text = std::str::from_utf8(body)
-        .map_err(|e| ReviewError::NotJson(format!("not UTF-8 ({e})")))?;
+    let text =
+        std::str::from_utf8(body).map_err(|e| ReviewError::NotJson(format!("not UTF-8 ({e})")))?;
     let review: Result<Envelope, _> = {
         let _reading = ReadingReview::start();
         serde_json::from_str(text)
@@ -433,7 +433,10 @@ mod tests {
         ));
         // A Latin-1 "é" inside a string: the whole body is refused as not UTF-8, with the offset.
         let latin1 = review("").replace("\"web\"", "\"caf\u{1}\"").into_bytes();
-        let latin1: Vec<u8> = latin1.iter().map(|&b| if b == 1 { 0xE9 } else { b }).collect();
+        let latin1: Vec<u8> = latin1
+            .iter()
+            .map(|&b| if b == 1 { 0xE9 } else { b })
+            .collect();
         match parse_review(&latin1) {
             Err(e @ ReviewError::NotJson(_)) => {
                 assert!(e.to_string().contains("not UTF-8"), "{e}");

@@ -23,8 +23,9 @@ pub enum Mode {
 /// A finding with the policy and rule that produced it, after the policy's action applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reported {
-    pub policy: String,
-    pub rule: String,
+    /// The policy's and the rule's names, shared with the compiled policy (no copy per finding).
+    pub policy: std::sync::Arc<str>,
+    pub rule: std::sync::Arc<str>,
     pub finding: Finding,
 }
 
@@ -234,23 +235,19 @@ pub fn evaluate_in(
             ),
         });
     }
+    const DENIED: &str = "denied by fluxadmit: ";
     let mut message = String::new();
     let mut warnings = Vec::new();
     for r in &findings {
         match r.finding.level {
             Level::Error => {
-                if !message.is_empty() {
-                    message.push_str("; ");
-                }
+                message.push_str(if message.is_empty() { DENIED } else { "; " });
                 let _ = write!(message, "{r}");
             }
             Level::Warning => warnings.push(r.to_string()),
         }
     }
     let allowed = message.is_empty();
-    if !allowed {
-        message = format!("denied by fluxadmit: {message}");
-    }
     Outcome {
         verdict: Verdict {
             allowed,

@@ -13,7 +13,7 @@ use model::Action;
 /// A policy compiled at load: matchers built, rules compiled. Immutable afterwards.
 #[derive(Debug)]
 pub struct CompiledPolicy {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// Where it came from: a file path, `builtin:<file>` for the built-in set, or
     /// `DeploymentPolicy/<name>` in a cluster.
     pub source: String,
@@ -115,7 +115,7 @@ impl Effective {
         let documents = set
             .policies
             .iter()
-            .filter_map(|p| by_name.remove(&p.name))
+            .filter_map(|p| by_name.remove(&*p.name))
             .collect();
         Ok(Effective { set, documents })
     }

@@ -110,7 +110,7 @@ impl<'a> Ctx<'a> {
 /// A compiled rule.
 #[derive(Debug)]
 pub struct CompiledRule {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub kind: RuleKind,
 }
 
@@ -189,7 +189,7 @@ impl CompiledRule {
             ));
         }
         Ok(CompiledRule {
-            name: r.name.clone(),
+            name: r.name.as_str().into(),
             kind,
         })
     }

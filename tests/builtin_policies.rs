@@ -141,7 +141,7 @@ fn the_builtin_set_compiles_with_builtin_sources() {
     let got: Vec<(&str, &str)> = set
         .policies
         .iter()
-        .map(|p| (p.name.as_str(), p.source.as_str()))
+        .map(|p| (&*p.name, p.source.as_str()))
         .collect();
     assert_eq!(
         got,

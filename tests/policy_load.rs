@@ -44,7 +44,7 @@ fn good_policy_loads() {
 fn the_shipped_policies_load() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let defaults = load_paths(&[root.join("policies")]).unwrap();
-    let names: Vec<_> = defaults.policies.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<_> = defaults.policies.iter().map(|p| &*p.name).collect();
     assert_eq!(
         names,
         [
@@ -297,7 +297,7 @@ fn builtin_names_the_builtin_set_beside_files() {
     let got: Vec<_> = set
         .policies
         .iter()
-        .map(|p| (p.name.as_str(), p.source.clone()))
+        .map(|p| (&*p.name, p.source.clone()))
         .collect();
     assert_eq!(
         got,

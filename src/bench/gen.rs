@@ -730,7 +730,7 @@ mod tests {
                 .filter(|r| r.finding.level == Level::Warning)
                 .collect();
             assert_eq!(warnings.len(), 1, "{f:?}");
-            assert_eq!(warnings[0].policy, "flux-dependencies");
+            assert_eq!(&*warnings[0].policy, "flux-dependencies");
             assert!(
                 warnings[0]
                     .finding
@@ -741,7 +741,7 @@ mod tests {
             for name in DENIED_MISSING_SECRETS {
                 assert!(
                     f.iter().any(|r| r.finding.level == Level::Error
-                        && r.policy == "flux-referenced-secrets"
+                        && &*r.policy == "flux-referenced-secrets"
                         && r.finding.message.contains(name)),
                     "{name}: {f:?}"
                 );

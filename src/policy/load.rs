@@ -72,29 +72,29 @@ pub fn compile_with_resources(
     let mut by_name: BTreeMap<String, CompiledPolicy> = BTreeMap::new();
     for (file, doc) in files {
         let policy = compile_document(file, doc.clone())?;
-        if let Some(prev) = by_name.get(&policy.name) {
+        if let Some(prev) = by_name.get(&*policy.name) {
             return Err(PolicyError {
                 file: file.clone(),
-                policy: Some(policy.name.clone()),
+                policy: Some(policy.name.to_string()),
                 field: "metadata.name".into(),
                 reason: format!("duplicate policy name (also defined in {})", prev.source),
             });
         }
-        by_name.insert(policy.name.clone(), policy);
+        by_name.insert(policy.name.to_string(), policy);
     }
     let mut rejected = Vec::new();
     for (source, doc) in resources {
         match compile_document(source, doc.clone()) {
             Ok(policy) => {
-                if let Some(prev) = by_name.get(&policy.name) {
+                if let Some(prev) = by_name.get(&*policy.name) {
                     rejected.push(PolicyError {
                         file: source.clone(),
-                        policy: Some(policy.name.clone()),
+                        policy: Some(policy.name.to_string()),
                         field: "metadata.name".into(),
                         reason: format!("duplicate policy name (also defined in {})", prev.source),
                     });
                 } else {
-                    by_name.insert(policy.name.clone(), policy);
+                    by_name.insert(policy.name.to_string(), policy);
                 }
             }
             Err(e) => rejected.push(e),
@@ -157,15 +157,15 @@ pub fn compile_documents(docs: Vec<(String, Value)>) -> Result<PolicySet, Policy
     let mut by_name: BTreeMap<String, CompiledPolicy> = BTreeMap::new();
     for (file, doc) in docs {
         let policy = compile_document(&file, doc)?;
-        if let Some(prev) = by_name.get(&policy.name) {
+        if let Some(prev) = by_name.get(&*policy.name) {
             return Err(PolicyError {
                 file,
-                policy: Some(policy.name.clone()),
+                policy: Some(policy.name.to_string()),
                 field: "metadata.name".into(),
                 reason: format!("duplicate policy name (also defined in {})", prev.source),
             });
         }
-        by_name.insert(policy.name.clone(), policy);
+        by_name.insert(policy.name.to_string(), policy);
     }
     Ok(PolicySet {
         policies: std::sync::Arc::new(by_name.into_values().collect()),
@@ -297,7 +297,7 @@ pub fn compile_spec(
     super::reach::check_rules(spec, &rules)?;
     Ok(CompiledPolicy {
         warnings: super::reach::unknown_resources(spec),
-        name: name.to_owned(),
+        name: name.into(),
         source: source.to_owned(),
         action: spec.action,
         allow_existing_violations: spec.allow_existing_violations,

@@ -331,8 +331,8 @@ impl std::fmt::Display for FindingsJson<'_> {
                 use serde::ser::SerializeMap as _;
                 let r = self.0;
                 let mut m = s.serialize_map(Some(5))?;
-                m.serialize_entry("policy", &r.policy)?;
-                m.serialize_entry("rule", &r.rule)?;
+                m.serialize_entry("policy", &*r.policy)?;
+                m.serialize_entry("rule", &*r.rule)?;
                 m.serialize_entry("level", crate::metrics::level_name(r.finding.level))?;
                 m.serialize_entry("path", &r.finding.path)?;
                 m.serialize_entry("message", &r.finding.message)?;

@@ -212,7 +212,7 @@ async fn policy_resources_compile_with_the_files_and_bad_ones_are_left_out() {
         .unwrap()
         .unwrap()
         .expect("policies published");
-    let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = set.policies.iter().map(|p| &*p.name).collect();
     assert_eq!(names, ["from-file", "team-labels"]);
     assert_eq!(set.policies[1].source, "DeploymentPolicy/team-labels");
     watch.abort();
