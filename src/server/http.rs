@@ -346,16 +346,8 @@ impl std::fmt::Display for FindingsJson<'_> {
             }
         }
         // Serialized whole, then written once (serde_json writes in many small pieces).
-        let size: usize = self
-            .0
-            .iter()
-            .map(|r| {
-                64 + r.policy.len() + r.rule.len() + r.finding.path.len() + r.finding.message.len()
-            })
-            .sum();
-        let mut buf = Vec::with_capacity(size + 2);
-        serde_json::to_writer(&mut buf, &All(self.0)).map_err(|_| std::fmt::Error)?;
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| std::fmt::Error)?)
+        let json = serde_json::to_string(&All(self.0)).map_err(|_| std::fmt::Error)?;
+        f.write_str(&json)
     }
 }
 
