@@ -9,13 +9,14 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY benches ./benches
+COPY core ./core
+COPY bench ./bench
 COPY policies ./policies
 # glibc linked statically (crt-static): the binary needs no loader and no shared library,
 # so it runs FROM scratch. The target is named so that build scripts and proc-macros (host
 # code) are still linked dynamically.
 RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
- && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" --bin fluxadmit \
+ && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" -p fluxadmit --bin fluxadmit \
  && strip --strip-all -o /fluxadmit "target/$target/release/fluxadmit"
 
 # Runtime: nothing but the binary and a CA bundle (for the Kubernetes API client when the

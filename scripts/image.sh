@@ -24,7 +24,7 @@ storage=(--storage-driver vfs)
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 echo "== static build (${triple}, release)"
 RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked --target "$triple" --bin fluxadmit
+    cargo build --release --locked --target "$triple" -p fluxadmit --bin fluxadmit
 bin="target/${triple}/release/fluxadmit"
 if readelf -l "$bin" | grep -q 'INTERP'; then
     echo "error: $bin asks for a dynamic loader; the image has none" >&2

@@ -61,8 +61,6 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the dependsOn graph of a repository: Mermaid, DOT, or install waves.
     Graph(GraphArgs),
-    /// Benchmarks: load (vs a floor server), memory, startup, scaling.
-    Bench(crate::bench::BenchArgs),
     /// Print the effective policy set: each policy's name, source, action, match and rules.
     Policies(PoliciesArgs),
 }
@@ -553,7 +551,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(serve(*args))
         }
         Command::Review(args) => review(args),
-        Command::Bench(args) => crate::bench::run(args),
         Command::Certs(CertsCommand::Generate { out, cert }) => {
             certs::write(&out, &certs::generate(&cert.options())?)?;
             println!(
@@ -825,7 +822,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 tracing::info!("cluster view synced: ready");
             }
         };
-        Some(tokio::spawn(crate::cluster::watch::run_all(
+        Some(tokio::spawn(crate::watch::run_all(
             client,
             kinds,
             files,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use fluxadmit::policy::builtin;
+use fluxadmit_core::policy::builtin;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

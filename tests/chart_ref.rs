@@ -3,10 +3,10 @@
 //! `spec.chart.spec.chart` form does: through `Snapshot::review` and through `fluxadmit check`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use fluxadmit::cluster::ClusterView;
-use fluxadmit::engine::Mode;
-use fluxadmit::policy::load::compile_yaml;
-use fluxadmit::state::Snapshot;
+use fluxadmit_core::cluster::ClusterView;
+use fluxadmit_core::engine::Mode;
+use fluxadmit_core::policy::load::compile_yaml;
+use fluxadmit_core::state::Snapshot;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::Command;

@@ -7,10 +7,10 @@
 mod common;
 mod sim;
 
-use fluxadmit::cluster::{ClusterView, Tracked};
-use fluxadmit::policy::PolicySet;
-use fluxadmit::policy::load::load_paths;
-use fluxadmit::state::Snapshot;
+use fluxadmit_core::cluster::{ClusterView, Tracked};
+use fluxadmit_core::policy::PolicySet;
+use fluxadmit_core::policy::load::load_paths;
+use fluxadmit_core::state::Snapshot;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use sim::flux::{

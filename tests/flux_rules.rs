@@ -2,10 +2,10 @@
 //! expressions) against a state directory, through the same code path `serve` and `review` use.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use fluxadmit::cluster::load_dir;
-use fluxadmit::engine::Mode;
-use fluxadmit::policy::load::load_paths;
-use fluxadmit::state::Snapshot;
+use fluxadmit_core::cluster::load_dir;
+use fluxadmit_core::engine::Mode;
+use fluxadmit_core::policy::load::load_paths;
+use fluxadmit_core::state::Snapshot;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -697,7 +697,7 @@ fn review_command_prints_the_serve_answer() {
 /// when a rule asks for it, and then it is the one the API server sent, in either key order.
 #[test]
 fn expressions_see_the_old_object_on_update() {
-    let policies = fluxadmit::policy::load::compile_yaml(
+    let policies = fluxadmit_core::policy::load::compile_yaml(
         "chart-pinned.yaml",
         r#"
 apiVersion: fluxadmit.io/v1alpha1

@@ -5,10 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use base64::Engine as _;
-use fluxadmit::cluster::ClusterView;
-use fluxadmit::engine::Mode;
-use fluxadmit::policy::load::{compile_yaml, load_paths};
-use fluxadmit::state::Snapshot;
+use fluxadmit_core::cluster::ClusterView;
+use fluxadmit_core::engine::Mode;
+use fluxadmit_core::policy::load::{compile_yaml, load_paths};
+use fluxadmit_core::state::Snapshot;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 

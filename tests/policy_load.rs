@@ -2,8 +2,8 @@
 //! to start with exit code 2.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use fluxadmit::policy::PolicyError;
-use fluxadmit::policy::load::load_paths;
+use fluxadmit_core::policy::PolicyError;
+use fluxadmit_core::policy::load::load_paths;
 use std::path::{Path, PathBuf};
 
 const GOOD: &str = "apiVersion: fluxadmit.io/v1alpha1
@@ -223,8 +223,8 @@ fn serve_refuses_to_start_with_exit_code_2() {
 
 #[test]
 fn a_deployment_policy_resource_that_does_not_compile_is_denied_at_admission() {
-    use fluxadmit::engine::Mode;
-    use fluxadmit::state::Snapshot;
+    use fluxadmit_core::engine::Mode;
+    use fluxadmit_core::state::Snapshot;
     let review = |spec: serde_json::Value| {
         serde_json::to_vec(&serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
             "uid": "u-pol", "kind": {"group": "fluxadmit.io", "version": "v1alpha1", "kind": "DeploymentPolicy"},

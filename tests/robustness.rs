@@ -2,10 +2,10 @@
 //! old object and the well-known fields are, through the full policy set in both modes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use fluxadmit::cluster::load_dir;
-use fluxadmit::engine::Mode;
-use fluxadmit::policy::load::load_paths;
-use fluxadmit::state::Snapshot;
+use fluxadmit_core::cluster::load_dir;
+use fluxadmit_core::engine::Mode;
+use fluxadmit_core::policy::load::load_paths;
+use fluxadmit_core::state::Snapshot;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::path::PathBuf;

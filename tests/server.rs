@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use fluxadmit::server::http::MAX_BODY;
+use fluxadmit::MAX_BODY;
 use http_body_util::BodyExt;
 use hyper::header::CONTENT_LENGTH;
 use hyper::{Method, StatusCode, Version};
@@ -251,7 +251,7 @@ async fn handshake_fails_without_the_ca() {
         let srv = Setup::new(POLICIES).start().await;
         // Another fluxadmit CA: same subject name, different key, so the chain fails on the
         // signature.
-        let other = fluxadmit::certs::generate(&fluxadmit::certs::CertOptions::default()).unwrap();
+        let other = fluxadmit::generate_certs(&fluxadmit::CertOptions::default()).unwrap();
         let err = tls_connect(srv.addr, &other.ca_cert, ALPN_BOTH)
             .await
             .unwrap_err();

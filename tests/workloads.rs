@@ -5,11 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use base64::Engine as _;
-use fluxadmit::admission::parse_review;
-use fluxadmit::cluster::load_dir;
-use fluxadmit::engine::{Mode, evaluate};
-use fluxadmit::policy::load::{compile_yaml, load_paths};
-use fluxadmit::state::Snapshot;
+use fluxadmit_core::admission::parse_review;
+use fluxadmit_core::cluster::load_dir;
+use fluxadmit_core::engine::{Mode, evaluate};
+use fluxadmit_core::policy::load::{compile_yaml, load_paths};
+use fluxadmit_core::state::Snapshot;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;

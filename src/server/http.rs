@@ -39,7 +39,7 @@ pub struct AppState {
     pub failure: FailureMode,
     pub max_body: usize,
     /// Confirms missing dependencies against the API server before reporting them.
-    pub live: Option<Arc<dyn crate::cluster::live::LiveLookup>>,
+    pub live: Option<Arc<dyn crate::live::LiveLookup>>,
 }
 
 impl AppState {
@@ -265,13 +265,13 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
     // A dependency the view has not seen may be brand new: confirm with a live read.
     let mut extra = None;
     if let Some(live) = &s.live {
-        let missing = crate::cluster::live::missing_dependencies(&request, &snap.view);
+        let missing = crate::live::missing_dependencies(&request, &snap.view);
         if !missing.is_empty() {
             let left = s
                 .budget
                 .saturating_sub(start.elapsed())
                 .min(Duration::from_secs(2));
-            extra = crate::cluster::live::confirm(live.as_ref(), &missing, left).await;
+            extra = crate::live::confirm(live.as_ref(), &missing, left).await;
         }
     }
     let answer = snap.answer(mode, request, extra.as_ref());

@@ -6,14 +6,14 @@
 
 use base64::Engine as _;
 use bytes::Bytes;
-use fluxadmit::certs::{self, Bundle, CertOptions};
-use fluxadmit::cluster::ClusterView;
-use fluxadmit::metrics::Metrics;
-use fluxadmit::policy::load::compile_yaml;
-use fluxadmit::server::http::AppState;
-use fluxadmit::server::tls::CertFiles;
-use fluxadmit::server::{self, Options, Running};
-use fluxadmit::state::Snapshot;
+use fluxadmit::AppState;
+use fluxadmit::CertFiles;
+use fluxadmit::Metrics;
+use fluxadmit::{Bundle, CertOptions};
+use fluxadmit::{Running, ServerOptions as Options};
+use fluxadmit_core::cluster::ClusterView;
+use fluxadmit_core::policy::load::compile_yaml;
+use fluxadmit_core::state::Snapshot;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::{http1, http2};
@@ -75,10 +75,10 @@ pub struct CertDir {
 
 impl CertDir {
     pub fn new() -> CertDir {
-        let bundle = certs::generate(&CertOptions::default()).unwrap();
+        let bundle = fluxadmit::generate_certs(&CertOptions::default()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ts = timestamp_dir(1);
-        certs::write(&dir.path().join(&ts), &bundle).unwrap();
+        fluxadmit::write_certs(&dir.path().join(&ts), &bundle).unwrap();
         std::os::unix::fs::symlink(&ts, dir.path().join("..data")).unwrap();
         for f in ["ca.crt", "tls.crt", "tls.key"] {
             std::os::unix::fs::symlink(format!("..data/{f}"), dir.path().join(f)).unwrap();
@@ -166,7 +166,7 @@ impl CertDir {
         self.generation += 1;
         let ts = timestamp_dir(self.generation);
         let root = self.dir.path();
-        certs::write(&root.join(&ts), &bundle).unwrap();
+        fluxadmit::write_certs(&root.join(&ts), &bundle).unwrap();
         let tmp = root.join("..data_tmp");
         std::os::unix::fs::symlink(&ts, &tmp).unwrap();
         std::fs::rename(&tmp, root.join("..data")).unwrap();
@@ -250,7 +250,7 @@ impl Setup {
         let state = Arc::new(state);
         let files = Arc::new(CertFiles::load(certs.cert_path(), certs.key_path()).unwrap());
         let tls = files.server_config().unwrap();
-        let running = server::start(
+        let running = fluxadmit::start_server(
             "127.0.0.1:0".parse().unwrap(),
             Some("127.0.0.1:0".parse().unwrap()),
             tls,

@@ -5,10 +5,10 @@
 //! recorded (endpoint, body, answer), with the cluster-view changes between them, so a run can
 //! be replayed against the real server.
 
-use fluxadmit::cluster::{ClusterView, Tracked};
-use fluxadmit::engine::Mode;
-use fluxadmit::policy::PolicySet;
-use fluxadmit::state::Snapshot;
+use fluxadmit_core::cluster::{ClusterView, Tracked};
+use fluxadmit_core::engine::Mode;
+use fluxadmit_core::policy::PolicySet;
+use fluxadmit_core::state::Snapshot;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -2,10 +2,10 @@
 //! cluster view of N objects, admission review bodies and dependency graphs. Everything is
 //! deterministic (a fixed-seed SplitMix64), so two runs measure the same input.
 
-use crate::cluster::ClusterView;
-use crate::graph::ObjKey;
-use crate::policy::load::{compile_documents, parse_documents};
-use crate::policy::{PolicyError, PolicySet};
+use fluxadmit_core::cluster::ClusterView;
+use fluxadmit_core::graph::ObjKey;
+use fluxadmit_core::policy::load::{compile_documents, parse_documents};
+use fluxadmit_core::policy::{PolicyError, PolicySet};
 use rustc_hash::FxHashMap as HashMap;
 use serde_json::{Value, json};
 
@@ -40,7 +40,7 @@ const EXAMPLE_FILES: [(&str, &str); 6] = [
 
 /// (path under `policies/`, text) of the default policies and every example.
 pub fn policy_files() -> impl Iterator<Item = (&'static str, &'static str)> {
-    crate::policy::builtin::FILES
+    fluxadmit_core::policy::builtin::FILES
         .iter()
         .copied()
         .chain(EXAMPLE_FILES)
@@ -57,7 +57,7 @@ pub fn policies() -> Result<PolicySet, PolicyError> {
 /// The default policy set alone: the binary's built-in set, what `serve` loads without
 /// `--policies`.
 pub fn default_policies() -> Result<PolicySet, PolicyError> {
-    crate::policy::builtin::load()
+    fluxadmit_core::policy::builtin::load()
 }
 
 fn compile_files(files: &[(&str, &str)]) -> Result<PolicySet, PolicyError> {
@@ -644,8 +644,8 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Mode;
-    use crate::state::Snapshot;
+    use fluxadmit_core::engine::Mode;
+    use fluxadmit_core::state::Snapshot;
 
     fn snapshot(objects: usize) -> (Snapshot, ViewSize) {
         let size = ViewSize::of(objects);
@@ -700,7 +700,7 @@ mod tests {
         assert_eq!(u.outcome.matched, 4);
         assert_eq!(
             u.request.operation,
-            crate::policy::model::OperationName::Update
+            fluxadmit_core::policy::model::OperationName::Update
         );
         assert_eq!(
             u.request.old_object()["spec"]["template"]["spec"]["containers"][0]["image"],
@@ -710,7 +710,7 @@ mod tests {
 
     #[test]
     fn denied_body_is_denied_with_four_findings() {
-        use crate::rules::Level;
+        use fluxadmit_core::rules::Level;
         let (snap, size) = snapshot(6_500);
         let body = helmrelease_denied_review(&size, "u-4");
         assert!((2_600..3_800).contains(&body.len()), "{}", body.len());
@@ -769,7 +769,9 @@ mod tests {
         assert_eq!(g.len(), 1_000);
         for k in g.edges.keys() {
             let deps = g.edges_of(k).unwrap();
-            assert!(crate::graph::find_cycle_through(k, deps, |x| g.edges_of(x)).is_none());
+            assert!(
+                fluxadmit_core::graph::find_cycle_through(k, deps, |x| g.edges_of(x)).is_none()
+            );
         }
     }
 }

@@ -3,7 +3,7 @@
 //! never stored. A new immutable view is published at most once per debounce interval, and
 //! only after every watched kind has completed its initial list.
 
-use super::{ClusterView, Tracked};
+use crate::cluster::{ClusterView, Tracked};
 use futures::StreamExt as _;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt as _;
@@ -115,6 +115,7 @@ fn reduce(obj: DynamicObject) -> serde_json::Value {
 /// Watches the kinds cluster-wide and calls `publish` with a fresh view whenever it changed
 /// (at most once per `debounce`) once every kind is synced. Runs until the client fails for
 /// good or the task is dropped; transient errors are retried with backoff.
+#[cfg(test)]
 pub async fn run<F>(client: Client, kinds: Vec<Tracked>, debounce: Duration, publish: F)
 where
     F: Fn(ClusterView) + Send + 'static,

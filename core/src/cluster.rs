@@ -1,9 +1,7 @@
 //! The cluster view: an in-memory, read-only index of what the rules need to know about the
 //! cluster. Secrets are reduced to name, namespace, type and key names: values never enter it.
 
-pub mod live;
 pub mod load;
-pub mod watch;
 
 pub use load::{LoadError, load_dir};
 
@@ -231,10 +229,10 @@ impl Tracked {
     }
 
     /// The resource as the API server serves it, for kube-rs dynamic APIs.
-    pub fn api_resource(self) -> kube::api::ApiResource {
+    pub fn api_resource(self) -> kube::core::ApiResource {
         let (group, version, kind, plural) = self.resource();
-        kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk(group, version, kind),
+        kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk(group, version, kind),
             plural,
         )
     }

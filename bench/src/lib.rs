@@ -1,15 +1,16 @@
-//! `fluxadmit bench`: load (floor server vs fluxadmit over TLS), memory, startup and scaling
-//! benchmarks. The generators in [`generate`] (`src/bench/gen.rs`) are shared with the criterion benches
-//! (`benches/engine.rs`). See BENCHMARKS.md for the commands and the numbers.
+//! `fluxadmit-bench`: load (floor server vs fluxadmit over TLS), memory, startup and scaling
+//! benchmarks, kept out of the shipped binary. The generators in [`generate`] (`src/gen.rs`)
+//! are shared with the criterion benches (`benches/engine.rs`). See BENCHMARKS.md for the
+//! commands and the numbers.
 
-#[path = "bench/gen.rs"]
+#[path = "gen.rs"]
 pub mod generate;
 pub mod load;
 pub mod scaling;
 pub mod startup;
 
-use crate::cli::parse_duration;
 use clap::{Args, Subcommand};
+use fluxadmit::parse_duration;
 use load::{LoadConfig, Proto, Scenario, Server};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -19,15 +19,15 @@ pub const SOURCE_PREFIX: &str = "builtin:";
 pub const FILES: &[(&str, &str)] = &[
     (
         "flux-dependencies.yaml",
-        include_str!("../../policies/flux-dependencies.yaml"),
+        include_str!("../../../policies/flux-dependencies.yaml"),
     ),
     (
         "flux-referenced-secrets.yaml",
-        include_str!("../../policies/flux-referenced-secrets.yaml"),
+        include_str!("../../../policies/flux-referenced-secrets.yaml"),
     ),
     (
         "restricted-security-context.yaml",
-        include_str!("../../policies/restricted-security-context.yaml"),
+        include_str!("../../../policies/restricted-security-context.yaml"),
     ),
 ];
 

@@ -10,16 +10,16 @@
 //! (`FLUXADMIT_BENCH_SERVER_LOG` sets another filter, e.g. `warn` to measure without).
 
 use super::generate;
-use crate::certs::{self, CertOptions};
-use crate::metrics::Metrics;
-use crate::server::http::AppState;
-use crate::server::tls::CertFiles;
-use crate::server::{self, Options};
-use crate::state::Snapshot;
 use anyhow::{Context as _, anyhow, bail};
 use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use fluxadmit::AppState;
+use fluxadmit::CertFiles;
+use fluxadmit::CertOptions;
+use fluxadmit::Metrics;
+use fluxadmit::ServerOptions as Options;
+use fluxadmit_core::state::Snapshot;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
@@ -175,8 +175,8 @@ pub struct Tls {
 
 impl Tls {
     pub fn generate(dir: &Path) -> anyhow::Result<Tls> {
-        let bundle = certs::generate(&CertOptions::default())?;
-        certs::write(dir, &bundle)?;
+        let bundle = fluxadmit::generate_certs(&CertOptions::default())?;
+        fluxadmit::write_certs(dir, &bundle)?;
         let files = CertFiles::load(dir.join("tls.crt"), dir.join("tls.key"))?;
         Ok(Tls {
             server: files.server_config()?,
@@ -523,9 +523,9 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
     let log_path = tmp.path().join("fluxadmit-server.log");
     let log_filter =
         std::env::var("FLUXADMIT_BENCH_SERVER_LOG").unwrap_or_else(|_| "info".to_owned());
-    let dropped_before = crate::metrics::log_lines_dropped();
-    let (log, log_guard) = crate::cli::log_dispatch(
-        crate::cli::LogFormat::Text,
+    let dropped_before = fluxadmit::log_lines_dropped();
+    let (log, log_guard) = fluxadmit::log_dispatch(
+        fluxadmit::LogFormat::Text,
         &log_filter,
         false,
         std::io::BufWriter::with_capacity(
@@ -589,7 +589,7 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
                     );
                     let state = Arc::new(AppState::new(snap, Arc::new(Metrics::new())));
                     let running = tracing::dispatcher::with_default(&log, || {
-                        server_rt.block_on(server::start(
+                        server_rt.block_on(fluxadmit::start_server(
                             SocketAddr::from(([127, 0, 0, 1], 0)),
                             None,
                             tls.server.clone(),
@@ -698,7 +698,7 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
     server_rt.shutdown_timeout(Duration::from_secs(2));
     drop(log);
     drop(log_guard);
-    let dropped = crate::metrics::log_lines_dropped().saturating_sub(dropped_before);
+    let dropped = fluxadmit::log_lines_dropped().saturating_sub(dropped_before);
     let (lines, bytes) = std::fs::read(&log_path)
         .map(|b| (b.iter().filter(|&&c| c == b'\n').count(), b.len()))
         .unwrap_or_default();

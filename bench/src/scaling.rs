@@ -2,9 +2,9 @@
 //! number of matching rules and against the size of the cluster view.
 
 use super::{generate, median_ns};
-use crate::cluster::ClusterView;
-use crate::engine::Mode;
-use crate::state::Snapshot;
+use fluxadmit_core::cluster::ClusterView;
+use fluxadmit_core::engine::Mode;
+use fluxadmit_core::state::Snapshot;
 use std::time::Duration;
 
 /// One measured configuration.

@@ -2,8 +2,8 @@
 //! moment ago); before reporting a missing dependency, the server asks the API server directly.
 //! Kept behind a trait so the engine stays pure and tests need no cluster.
 
-use super::{ClusterView, FluxKind, Tracked, depends_on_of};
 use crate::admission::Request;
+use crate::cluster::{ClusterView, FluxKind, Tracked, depends_on_of};
 use crate::graph::ObjKey;
 use kube::api::{Api, DynamicObject};
 use std::future::Future;

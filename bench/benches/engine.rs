@@ -1,6 +1,6 @@
 //! Engine benchmarks: one review through `Snapshot::review` (no I/O), the JSON Patch build,
 //! the dependency cycle check, and how a HelmRelease review scales with matching rules and
-//! view size. The inputs come from `fluxadmit::bench::generate` (src/bench/gen.rs), shared with `fluxadmit bench`.
+//! view size. The inputs come from `fluxadmit_bench::generate` (bench/src/gen.rs), shared with `fluxadmit-bench`.
 //!
 //! `cargo bench --bench engine` uses the real sizes (a 65,000-object view). Under
 //! `cargo test`, where criterion runs each benchmark once as a check, the views are shrunk so
@@ -12,13 +12,13 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{BenchmarkId, Criterion};
-use fluxadmit::admission;
-use fluxadmit::bench::generate::{self, Graph, ViewSize};
-use fluxadmit::engine::{self, Mode};
-use fluxadmit::graph::{ObjKey, find_cycle_bidirectional, find_cycle_through};
-use fluxadmit::mutate::journal::Journal;
-use fluxadmit::mutate::overlay::Overlay;
-use fluxadmit::state::Snapshot;
+use fluxadmit_bench::generate::{self, Graph, ViewSize};
+use fluxadmit_core::admission;
+use fluxadmit_core::engine::{self, Mode};
+use fluxadmit_core::graph::{ObjKey, find_cycle_bidirectional, find_cycle_through};
+use fluxadmit_core::mutate::journal::Journal;
+use fluxadmit_core::mutate::overlay::Overlay;
+use fluxadmit_core::state::Snapshot;
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
 use std::cell::Cell;
@@ -161,9 +161,9 @@ fn reviews(c: &mut Criterion, snap: &Snapshot, size: &ViewSize) {
 fn judgement(c: &mut Criterion) {
     use serde_json::json;
     let snap = Snapshot {
-        policies: fluxadmit::policy::load::load_paths(&[std::path::PathBuf::from(concat!(
+        policies: fluxadmit_core::policy::load::load_paths(&[std::path::PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/policies"
+            "/../policies"
         ))])
         .unwrap(),
         view: Default::default(),
@@ -226,7 +226,9 @@ fn judgement(c: &mut Criterion) {
 
 fn patch(c: &mut Criterion, snap: &Snapshot) {
     let body = generate::deployment_review("bench-patch");
-    let original = fluxadmit::admission::parse_review(&body).unwrap().object;
+    let original = fluxadmit_core::admission::parse_review(&body)
+        .unwrap()
+        .object;
     let answer = snap.review(Mode::Mutate, &body).unwrap();
     let mut mutated = original.clone();
     json_patch::patch(&mut mutated, &answer.outcome.verdict.patch.unwrap()).unwrap();

@@ -2,9 +2,9 @@
 
 use super::generate;
 use super::load::{TempDir, Tls};
-use crate::state::Snapshot;
 use anyhow::{Context as _, anyhow, bail};
 use axum::body::Bytes;
+use fluxadmit_core::state::Snapshot;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -320,13 +320,29 @@ impl StartupFixture {
     }
 }
 
+/// The `fluxadmit` binary to start: `FLUXADMIT_BIN` if set, else the one cargo built beside
+/// this benchmark binary (same target directory and profile).
+pub fn fluxadmit_binary() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("FLUXADMIT_BIN") {
+        return Ok(p.into());
+    }
+    let me = std::env::current_exe().context("locating this benchmark's binary")?;
+    let exe = me.with_file_name("fluxadmit");
+    anyhow::ensure!(
+        exe.is_file(),
+        "{} not found: build it (`cargo build --release`) or set FLUXADMIT_BIN",
+        exe.display()
+    );
+    Ok(exe)
+}
+
 /// Runs `serve` `runs` times against the same generated state.
 pub fn startup(
     objects: usize,
     runs: usize,
     timeout: Duration,
 ) -> anyhow::Result<(StartupFixture, Vec<StartupRun>)> {
-    let exe = std::env::current_exe().context("locating the fluxadmit binary")?;
+    let exe = fluxadmit_binary()?;
     eprintln!("writing a {objects}-object state directory");
     let fx = StartupFixture::new(objects)?;
     eprintln!(
@@ -411,7 +427,7 @@ mod tests {
         let tmp = TempDir::new("state-test").unwrap();
         let st = write_state(tmp.path(), 1_300).unwrap();
         assert_eq!(st.files, 2);
-        let view = crate::cluster::load_dir(&[tmp.path().to_path_buf()]).unwrap();
+        let view = fluxadmit_core::cluster::load_dir(&[tmp.path().to_path_buf()]).unwrap();
         assert_eq!(view.len(), st.objects);
         assert_eq!(
             view.len(),
