@@ -273,6 +273,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Process entry point.
 pub fn main() -> ExitCode {
+    // One TLS crypto provider for the process, chosen here: the server's config names it too,
+    // and kube-rs's client uses the process default (with two providers compiled in and none
+    // installed, building a client would fail at run time).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     // Held to the end of the process: dropping it writes out the lines still buffered.
     let _log = init_logging(cli.log_format, &cli.log_level);

@@ -22,8 +22,9 @@ mod limits;
 #[cfg(test)]
 mod tests;
 
-pub use self::eval::{Expression, compile_ready_expr, eval_ready_expr};
-pub use self::limits::{MAX_AST_DEPTH, MAX_SOURCE_BYTES, MAX_TOKENS};
+pub use self::eval::{Expression, compile_ready_expr};
+#[cfg(test)]
+use self::{eval::eval_ready_expr, limits::MAX_SOURCE_BYTES};
 
 /// A compile error, at a 1-based line and column (in characters) of the source.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

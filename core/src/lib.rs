@@ -7,15 +7,15 @@
 //! (a policy set and a view, answering reviews).
 
 pub mod admission;
-pub mod cel;
+mod cel;
 pub mod check;
 pub mod cluster;
 pub mod engine;
 pub mod graph;
-pub mod json;
+mod json;
 pub mod mutate;
 pub mod policy;
-pub mod pss;
+mod pss;
 pub mod rules;
 pub mod state;
-pub mod workload;
+mod workload;

@@ -281,6 +281,7 @@ const RESTRICTED: &[CheckDef] = &[
     ),
 ];
 
+#[cfg(test)]
 /// Ids of all baseline checks (some apply only from a certain version).
 pub const BASELINE_CHECK_IDS: &[&str] = &[
     "appArmorProfile",
@@ -297,6 +298,7 @@ pub const BASELINE_CHECK_IDS: &[&str] = &[
     "windowsHostProcess",
 ];
 
+#[cfg(test)]
 /// Ids of all restricted-only checks (some apply only from a certain version).
 pub const RESTRICTED_CHECK_IDS: &[&str] = &[
     "allowPrivilegeEscalation",
@@ -327,6 +329,7 @@ fn active_checks(level: Level, version: Version) -> Vec<&'static CheckDef> {
     checks
 }
 
+#[cfg(test)]
 /// Ids of the checks evaluated for `level` at `version`, in reporting order.
 pub fn check_ids(level: Level, version: Version) -> Vec<&'static str> {
     active_checks(level, version)
@@ -335,6 +338,7 @@ pub fn check_ids(level: Level, version: Version) -> Vec<&'static str> {
         .collect()
 }
 
+#[cfg(test)]
 /// Evaluates the pod spec against `level` at `version`.
 ///
 /// `pod_meta` is the pod (template) metadata object if any (for AppArmor annotations),

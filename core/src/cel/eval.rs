@@ -26,6 +26,7 @@ pub fn compile_ready_expr(src: &str) -> Result<Program, CelError> {
 
 /// Evaluates a readyExpr compiled by [`compile_ready_expr`] with `self` and
 /// `dep` given as JSON, as Flux does to decide whether `dep` is ready.
+#[cfg(test)]
 pub fn eval_ready_expr(
     program: &Program,
     self_obj: &JsonValue,
