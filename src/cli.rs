@@ -819,6 +819,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             kinds,
             files,
             Duration::from_millis(250),
+            metrics.clone(),
             publisher(state.clone()),
         )))
     } else {

@@ -7,6 +7,10 @@ use std::convert::Infallible;
 
 const CANARY: &str = "Q0FOQVJZLXZhbHVlLW5ldmVyLXN0b3JlZA==";
 
+fn metrics() -> Arc<Metrics> {
+    Arc::new(Metrics::new())
+}
+
 fn obj(v: Value) -> DynamicObject {
     serde_json::from_value(v).unwrap()
 }
@@ -21,7 +25,7 @@ fn secret(name: &str, keys: &[&str]) -> DynamicObject {
 
 #[test]
 fn relist_replaces_a_kind_and_events_apply_in_order() {
-    let mut live = LiveView::new(&[Tracked::Secret, Tracked::HelmRelease]);
+    let mut live = LiveView::new(&[Tracked::Secret, Tracked::HelmRelease], metrics());
     assert!(!live.handle(Tracked::Secret, Event::Init));
     live.handle(Tracked::Secret, Event::InitApply(secret("a", &["x"])));
     live.handle(Tracked::Secret, Event::InitApply(secret("b", &["y"])));
@@ -118,6 +122,7 @@ async fn watchers_list_then_watch_and_publish_a_reduced_view() {
         client,
         vec![Tracked::HelmRelease, Tracked::Secret],
         Duration::from_millis(20),
+        metrics(),
         move |v| {
             let _ = pub_tx.send(v);
         },
@@ -203,6 +208,7 @@ async fn policy_resources_compile_with_the_files_and_bad_ones_are_left_out() {
         vec![Tracked::HelmRelease],
         Some(vec![("policies/deps.yaml".to_owned(), file)]),
         Duration::from_millis(20),
+        metrics(),
         move |_view, policies| {
             let _ = tx.send(policies);
         },
@@ -233,7 +239,7 @@ fn api_error(code: u16) -> watcher::Error {
 
 #[test]
 fn an_optional_kind_the_server_does_not_serve_counts_as_listed_and_empty() {
-    let mut live = LiveView::new(&[Tracked::HelmRelease, Tracked::OCIRepository]);
+    let mut live = LiveView::new(&[Tracked::HelmRelease, Tracked::OCIRepository], metrics());
     live.handle(Tracked::HelmRelease, Event::Init);
     live.handle(Tracked::HelmRelease, Event::InitDone);
     assert!(!live.is_synced());
@@ -330,6 +336,7 @@ async fn a_source_kind_the_cluster_does_not_serve_does_not_block_readiness() {
                 Tracked::HelmChart,
             ],
             Duration::from_millis(20),
+            metrics(),
             move |v| {
                 let _ = tx.send(v);
             },
@@ -346,4 +353,40 @@ async fn a_source_kind_the_cluster_does_not_serve_does_not_block_readiness() {
         watch.abort();
         server.abort();
     }
+}
+
+#[test]
+fn an_object_that_cannot_be_read_is_logged_counted_and_left_out() {
+    let m = Metrics::new();
+    // A map with non-string keys: serde_json cannot turn it into JSON.
+    let bad: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into_iter().collect();
+    let got = readable("Secret", "apps", "tok", serde_json::to_value(&bad), &m);
+    assert!(got.is_none());
+    let good = readable("Secret", "apps", "ok", Ok(json!({"a": 1})), &m);
+    assert_eq!(good, Some(json!({"a": 1})));
+    let text = m.encode();
+    assert!(
+        text.contains("fluxadmit_watch_reduce_errors_total{kind=\"Secret\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fluxadmit_watch_reduce_errors_total{kind=\"HelmRelease\"} 0"),
+        "every kind's series exists from the start: {text}"
+    );
+    m.watch_reduce_error("NotAKind");
+    assert!(
+        m.encode()
+            .contains("fluxadmit_watch_reduce_errors_total{kind=\"other\"} 1")
+    );
+}
+
+#[test]
+fn every_tracked_kind_is_a_bounded_metric_label() {
+    for kind in Tracked::ALL {
+        assert!(
+            crate::metrics::WATCHED_KINDS.contains(&kind.resource().2),
+            "{kind:?}"
+        );
+    }
+    assert!(crate::metrics::WATCHED_KINDS.contains(&POLICY_KIND));
 }
