@@ -1,4 +1,5 @@
 use super::*;
+use crate::graph::ObjKey;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::channel::{Channel, Sender};
@@ -353,6 +354,153 @@ async fn a_source_kind_the_cluster_does_not_serve_does_not_block_readiness() {
         watch.abort();
         server.abort();
     }
+}
+
+fn helm_release(name: &str, deps: &[&str]) -> DynamicObject {
+    let deps: Vec<Value> = deps.iter().map(|d| json!({"name": d})).collect();
+    obj(
+        json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+               "metadata": {"name": name, "namespace": "apps"}, "spec": {"dependsOn": deps}}),
+    )
+}
+
+/// The per-kind parts two views share (the same `Arc`), by field name.
+fn shared(a: &ClusterView, b: &ClusterView) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    macro_rules! same {
+        ($($field:ident),*) => {$(
+            if Arc::ptr_eq(&a.$field, &b.$field) {
+                out.push(stringify!($field));
+            }
+        )*};
+    }
+    same!(
+        helm_releases,
+        kustomizations,
+        namespaces,
+        service_accounts,
+        secrets,
+        config_maps,
+        oci_repositories,
+        helm_charts
+    );
+    for (i, name) in ["helm_release_dependents", "kustomization_dependents"]
+        .into_iter()
+        .enumerate()
+    {
+        if Arc::ptr_eq(&a.dependents[i], &b.dependents[i]) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+const ALL_PARTS: [&str; 10] = [
+    "helm_releases",
+    "kustomizations",
+    "namespaces",
+    "service_accounts",
+    "secrets",
+    "config_maps",
+    "oci_repositories",
+    "helm_charts",
+    "helm_release_dependents",
+    "kustomization_dependents",
+];
+
+fn all_but(changed: &[&str]) -> Vec<&'static str> {
+    ALL_PARTS
+        .into_iter()
+        .filter(|p| !changed.contains(p))
+        .collect()
+}
+
+#[test]
+fn a_change_to_one_kind_leaves_the_other_kinds_shared_with_the_published_view() {
+    let kinds = [Tracked::HelmRelease, Tracked::Secret, Tracked::Namespace];
+    let mut live = LiveView::new(&kinds, metrics());
+    for kind in kinds {
+        live.handle(kind, Event::Init);
+    }
+    live.handle(
+        Tracked::HelmRelease,
+        Event::InitApply(helm_release("api", &["database"])),
+    );
+    live.handle(
+        Tracked::HelmRelease,
+        Event::InitApply(helm_release("database", &[])),
+    );
+    live.handle(Tracked::Secret, Event::InitApply(secret("a", &["x"])));
+    live.handle(
+        Tracked::Namespace,
+        Event::InitApply(obj(json!({"metadata": {"name": "apps"}}))),
+    );
+    for kind in kinds {
+        live.handle(kind, Event::InitDone);
+    }
+    assert!(live.is_synced());
+
+    // Published as `run_all` publishes: a clone of the live view, sharing every part.
+    let first = live.view().clone();
+    assert_eq!(shared(&first, live.view()), ALL_PARTS);
+
+    // A Secret changes: the next view has new Secrets and shares everything else.
+    assert!(live.handle(Tracked::Secret, Event::Apply(secret("b", &["y"]))));
+    let second = live.view().clone();
+    assert_eq!(shared(&first, &second), all_but(&["secrets"]));
+    assert!(
+        first.secrets.get("apps", "b").is_none(),
+        "the published view is not changed"
+    );
+    assert_eq!(second.secrets.len(), 2);
+
+    // The first change after a publish copies the kind; the next ones, until the next
+    // publish, write in place.
+    live.handle(Tracked::Secret, Event::Delete(secret("b", &[])));
+    let copied = Arc::as_ptr(&live.view().secrets);
+    live.handle(Tracked::Secret, Event::Apply(secret("c", &["z"])));
+    assert!(std::ptr::eq(copied, Arc::as_ptr(&live.view().secrets)));
+    assert_eq!(shared(&second, live.view()), all_but(&["secrets"]));
+    assert!(second.secrets.get("apps", "b").is_some());
+    let third = live.view().clone();
+
+    // A HelmRelease changes: its index and its reverse edges are new, nothing else.
+    live.handle(
+        Tracked::HelmRelease,
+        Event::Apply(helm_release("web", &["api"])),
+    );
+    let fourth = live.view().clone();
+    assert_eq!(
+        shared(&third, &fourth),
+        all_but(&["helm_releases", "helm_release_dependents"])
+    );
+    assert_eq!(
+        fourth
+            .dependents(
+                crate::cluster::FluxKind::HelmRelease,
+                &ObjKey::new("apps", "api")
+            )
+            .map(<[_]>::len),
+        Some(1)
+    );
+    assert!(
+        third
+            .dependents(
+                crate::cluster::FluxKind::HelmRelease,
+                &ObjKey::new("apps", "api")
+            )
+            .is_none()
+    );
+
+    // A delete of what the view does not hold, and a relist of another kind, copy nothing
+    // else.
+    live.handle(Tracked::Secret, Event::Delete(secret("never-there", &[])));
+    live.handle(Tracked::Namespace, Event::Init);
+    live.handle(Tracked::Namespace, Event::InitDone);
+    let fifth = live.view().clone();
+    assert_eq!(shared(&fourth, &fifth), all_but(&["namespaces"]));
+    assert!(fifth.namespaces.is_empty());
+    assert_eq!(fourth.namespaces.len(), 1);
 }
 
 #[test]
