@@ -307,6 +307,35 @@ impl ClusterView {
         }
     }
 
+    /// Whether `self` and `other` hold the same copy (the same `Arc`) of `kind`'s index, and
+    /// for a Flux kind of its reverse edges: true for the kinds a change left alone between
+    /// two views the watch published.
+    pub fn shares(&self, other: &ClusterView, kind: Tracked) -> bool {
+        fn same<T>(a: &Arc<T>, b: &Arc<T>) -> bool {
+            Arc::ptr_eq(a, b)
+        }
+        match kind {
+            Tracked::HelmRelease | Tracked::Kustomization => {
+                let fk = kind.flux_kind().unwrap_or(FluxKind::HelmRelease);
+                let index = match fk {
+                    FluxKind::HelmRelease => same(&self.helm_releases, &other.helm_releases),
+                    FluxKind::Kustomization => same(&self.kustomizations, &other.kustomizations),
+                };
+                index
+                    && same(
+                        &self.dependents[fk as usize],
+                        &other.dependents[fk as usize],
+                    )
+            }
+            Tracked::Namespace => same(&self.namespaces, &other.namespaces),
+            Tracked::ServiceAccount => same(&self.service_accounts, &other.service_accounts),
+            Tracked::Secret => same(&self.secrets, &other.secrets),
+            Tracked::ConfigMap => same(&self.config_maps, &other.config_maps),
+            Tracked::OCIRepository => same(&self.oci_repositories, &other.oci_repositories),
+            Tracked::HelmChart => same(&self.helm_charts, &other.helm_charts),
+        }
+    }
+
     /// The objects of `kind` whose `dependsOn` names `key`.
     pub fn dependents(&self, kind: FluxKind, key: &ObjKey) -> Option<&[ObjKey]> {
         self.dependents[kind as usize].get(key).map(Vec::as_slice)

@@ -364,54 +364,18 @@ fn helm_release(name: &str, deps: &[&str]) -> DynamicObject {
     )
 }
 
-/// The per-kind parts two views share (the same `Arc`), by field name.
-fn shared(a: &ClusterView, b: &ClusterView) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    macro_rules! same {
-        ($($field:ident),*) => {$(
-            if Arc::ptr_eq(&a.$field, &b.$field) {
-                out.push(stringify!($field));
-            }
-        )*};
-    }
-    same!(
-        helm_releases,
-        kustomizations,
-        namespaces,
-        service_accounts,
-        secrets,
-        config_maps,
-        oci_repositories,
-        helm_charts
-    );
-    for (i, name) in ["helm_release_dependents", "kustomization_dependents"]
+/// The kinds two views share (the same `Arc`: for a Flux kind, its index and reverse edges).
+fn shared(a: &ClusterView, b: &ClusterView) -> Vec<Tracked> {
+    Tracked::ALL
         .into_iter()
-        .enumerate()
-    {
-        if Arc::ptr_eq(&a.dependents[i], &b.dependents[i]) {
-            out.push(name);
-        }
-    }
-    out
+        .filter(|k| a.shares(b, *k))
+        .collect()
 }
 
-const ALL_PARTS: [&str; 10] = [
-    "helm_releases",
-    "kustomizations",
-    "namespaces",
-    "service_accounts",
-    "secrets",
-    "config_maps",
-    "oci_repositories",
-    "helm_charts",
-    "helm_release_dependents",
-    "kustomization_dependents",
-];
-
-fn all_but(changed: &[&str]) -> Vec<&'static str> {
-    ALL_PARTS
+fn all_but(changed: &[Tracked]) -> Vec<Tracked> {
+    Tracked::ALL
         .into_iter()
-        .filter(|p| !changed.contains(p))
+        .filter(|k| !changed.contains(k))
         .collect()
 }
 
@@ -442,12 +406,12 @@ fn a_change_to_one_kind_leaves_the_other_kinds_shared_with_the_published_view() 
 
     // Published as `run_all` publishes: a clone of the live view, sharing every part.
     let first = live.view().clone();
-    assert_eq!(shared(&first, live.view()), ALL_PARTS);
+    assert_eq!(shared(&first, live.view()), Tracked::ALL);
 
     // A Secret changes: the next view has new Secrets and shares everything else.
     assert!(live.handle(Tracked::Secret, Event::Apply(secret("b", &["y"]))));
     let second = live.view().clone();
-    assert_eq!(shared(&first, &second), all_but(&["secrets"]));
+    assert_eq!(shared(&first, &second), all_but(&[Tracked::Secret]));
     assert!(
         first.secrets.get("apps", "b").is_none(),
         "the published view is not changed"
@@ -460,7 +424,7 @@ fn a_change_to_one_kind_leaves_the_other_kinds_shared_with_the_published_view() 
     let copied = Arc::as_ptr(&live.view().secrets);
     live.handle(Tracked::Secret, Event::Apply(secret("c", &["z"])));
     assert!(std::ptr::eq(copied, Arc::as_ptr(&live.view().secrets)));
-    assert_eq!(shared(&second, live.view()), all_but(&["secrets"]));
+    assert_eq!(shared(&second, live.view()), all_but(&[Tracked::Secret]));
     assert!(second.secrets.get("apps", "b").is_some());
     let third = live.view().clone();
 
@@ -470,10 +434,7 @@ fn a_change_to_one_kind_leaves_the_other_kinds_shared_with_the_published_view() 
         Event::Apply(helm_release("web", &["api"])),
     );
     let fourth = live.view().clone();
-    assert_eq!(
-        shared(&third, &fourth),
-        all_but(&["helm_releases", "helm_release_dependents"])
-    );
+    assert_eq!(shared(&third, &fourth), all_but(&[Tracked::HelmRelease]));
     assert_eq!(
         fourth
             .dependents(
@@ -498,7 +459,7 @@ fn a_change_to_one_kind_leaves_the_other_kinds_shared_with_the_published_view() 
     live.handle(Tracked::Namespace, Event::Init);
     live.handle(Tracked::Namespace, Event::InitDone);
     let fifth = live.view().clone();
-    assert_eq!(shared(&fourth, &fifth), all_but(&["namespaces"]));
+    assert_eq!(shared(&fourth, &fifth), all_but(&[Tracked::Namespace]));
     assert!(fifth.namespaces.is_empty());
     assert_eq!(fourth.namespaces.len(), 1);
 }
