@@ -791,17 +791,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         objects = snap.view.len(),
         "loaded"
     );
-    let mut state = AppState::new(snap, metrics.clone());
-    state.budget = args.timeout;
-    state.failure = args.failure_mode;
-    if args.watch {
-        state.ready = std::sync::atomic::AtomicBool::new(false);
-    }
-    let state = Arc::new(state);
-    let _watch_task = if args.watch {
+    let client = if args.watch {
         let client = kube::Client::try_default()
             .await
             .context("connecting to the API server for --watch")?;
+        Some(client)
+    } else {
+        None
+    };
+    let state = Arc::new(serve_state(snap, metrics.clone(), &args, client.as_ref()));
+    let _watch_task = if let Some(client) = client {
         let mut kinds: Vec<Tracked> = Tracked::ALL
             .into_iter()
             .filter(|k| *k != Tracked::ConfigMap)
@@ -809,7 +808,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if args.watch_configmaps {
             kinds.push(Tracked::ConfigMap);
         }
-        let st = state.clone();
         let files = if args.policy_resources {
             Some(crate::policy::load::read_documents(
                 &args.sources.policy.policies,
@@ -817,21 +815,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         } else {
             None
         };
-        let publish = move |view: ClusterView, policies: Option<PolicySet>| {
-            let policies = policies.unwrap_or_else(|| st.snapshot.load().policies.clone());
-            st.metrics.view_objects.set(view.len() as i64);
-            st.metrics.policies.set(policies.len() as i64);
-            st.snapshot.store(Arc::new(Snapshot { policies, view }));
-            if !st.ready.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                tracing::info!("cluster view synced: ready");
-            }
-        };
         Some(tokio::spawn(crate::watch::run_all(
             client,
             kinds,
             files,
             Duration::from_millis(250),
-            publish,
+            metrics.clone(),
+            publisher(state.clone()),
         )))
     } else {
         None
@@ -857,6 +847,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         running.shutdown().await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server's state for `serve`. With a client (`--watch`): not ready until the watch has
+/// listed every kind, and a dependency missing from the watch-fed view is confirmed with a
+/// live read through the client before it is reported (the view may lag behind a `kubectl
+/// apply` of both objects).
+fn serve_state(
+    snap: Snapshot,
+    metrics: Arc<Metrics>,
+    args: &ServeArgs,
+    client: Option<&kube::Client>,
+) -> AppState {
+    let mut state = AppState::new(snap, metrics);
+    state.budget = args.timeout;
+    state.failure = args.failure_mode;
+    if let Some(client) = client {
+        state.ready = std::sync::atomic::AtomicBool::new(false);
+        state.live = Some(Arc::new(crate::live::KubeLookup(client.clone())));
+    }
+    state
+}
+
+/// What the watch calls with each new view (and, with `--policy-resources`, a new policy
+/// set): swaps the server's snapshot and turns it ready.
+fn publisher(st: Arc<AppState>) -> impl Fn(ClusterView, Option<PolicySet>) + Send + 'static {
+    move |view: ClusterView, policies: Option<PolicySet>| {
+        let policies = policies.unwrap_or_else(|| st.snapshot.load().policies.clone());
+        st.metrics.view_objects.set(view.len() as i64);
+        st.metrics.policies.set(policies.len() as i64);
+        st.snapshot.store(Arc::new(Snapshot { policies, view }));
+        if !st.ready.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!("cluster view synced: ready");
+        }
+    }
 }
 
 #[derive(PartialEq, Eq)]
@@ -894,5 +918,167 @@ mod tests {
     fn cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    type Mock = tower_test::mock::Handle<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >;
+
+    const LOKI: &str = "/apis/helm.toolkit.fluxcd.io/v2/namespaces/monitoring/helmreleases/loki";
+    const TEMPO: &str = "/apis/helm.toolkit.fluxcd.io/v2/namespaces/monitoring/helmreleases/tempo";
+
+    /// The API server as the live read sees it: HelmRelease `monitoring/loki` exists; anything
+    /// else is a 404 with a `Status` body, as the API server answers for an absent object.
+    /// Ends when the client is dropped (every handle to the mock service gone) and returns
+    /// the requests it answered.
+    async fn api_server(mut handle: Mock) -> Vec<String> {
+        let mut asked = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let path = req.uri().path().to_owned();
+            asked.push(format!("{} {path}", req.method()));
+            let (status, body) = if req.method() == http::Method::GET && path == LOKI {
+                let hr = serde_json::json!({"apiVersion": "helm.toolkit.fluxcd.io/v2",
+                    "kind": "HelmRelease", "metadata": {"name": "loki", "namespace": "monitoring",
+                    "resourceVersion": "42"}, "spec": {"interval": "1h"}});
+                (200, hr)
+            } else {
+                let name = path.rsplit('/').next().unwrap_or_default();
+                let status = serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                    "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404,
+                    "message": format!("helmreleases.helm.toolkit.fluxcd.io \"{name}\" not found"),
+                    "details": {"name": name, "group": "helm.toolkit.fluxcd.io", "kind": "helmreleases"}});
+                (404, status)
+            };
+            let resp = http::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(kube::client::Body::from(body.to_string().into_bytes()))
+                .unwrap();
+            send.send_response(resp);
+        }
+        asked
+    }
+
+    /// A HelmRelease `monitoring/grafana` created with the given `spec.dependsOn` names.
+    fn review_body(deps: &[&str]) -> String {
+        let deps: Vec<serde_json::Value> = deps
+            .iter()
+            .map(|d| serde_json::json!({"name": d}))
+            .collect();
+        serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u-live", "kind": {"group": "helm.toolkit.fluxcd.io", "version": "v2", "kind": "HelmRelease"},
+            "resource": {"group": "helm.toolkit.fluxcd.io", "version": "v2", "resource": "helmreleases"},
+            "name": "grafana", "namespace": "monitoring", "operation": "CREATE", "userInfo": {"username": "flux"},
+            "object": {"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+                "metadata": {"name": "grafana", "namespace": "monitoring"},
+                "spec": {"interval": "1h", "chart": {"spec": {"chart": "grafana"}}, "dependsOn": deps}}}})
+        .to_string()
+    }
+
+    /// POSTs a review to the server's router, as the API server does.
+    async fn validate(state: &Arc<AppState>, deps: &[&str]) -> serde_json::Value {
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        let req = http::Request::post("/validate")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(review_body(deps)))
+            .unwrap();
+        let resp = crate::server::http::app(state.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), http::StatusCode::OK);
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn warnings(v: &serde_json::Value) -> Vec<String> {
+        v["response"]["warnings"]
+            .as_array()
+            .map(|w| {
+                w.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `serve --watch` with the built-in policies (a missing dependency is a warning): a
+    /// dependency the watch-fed view lacks is read from the API server before it is reported.
+    #[tokio::test]
+    async fn serve_watch_confirms_a_missing_dependency_with_a_live_read() {
+        let test = async {
+            let Command::Serve(args) = Cli::try_parse_from(["fluxadmit", "serve", "--watch"])
+                .unwrap()
+                .command
+            else {
+                panic!("not serve");
+            };
+            let snap = load_snapshot(&args.sources).unwrap();
+            let plain = serve_state(Snapshot::default(), Arc::new(Metrics::new()), &args, None);
+            assert!(plain.live.is_none(), "no client (no --watch): no live read");
+
+            let (svc, handle) = tower_test::mock::pair::<
+                http::Request<kube::client::Body>,
+                http::Response<kube::client::Body>,
+            >();
+            let api = tokio::spawn(api_server(handle));
+            let client = kube::Client::new(svc, "default");
+            let state = Arc::new(serve_state(
+                snap,
+                Arc::new(Metrics::new()),
+                &args,
+                Some(&client),
+            ));
+            drop(client);
+            assert!(!state.ready.load(std::sync::atomic::Ordering::SeqCst));
+
+            // The watch publishes its view: it holds redis, not loki (created a moment ago)
+            // nor tempo (created nowhere).
+            let mut view = ClusterView::default();
+            view.add_manifest(
+                &serde_json::json!({"apiVersion": "helm.toolkit.fluxcd.io/v2",
+                "kind": "HelmRelease", "metadata": {"name": "redis", "namespace": "monitoring"}}),
+            );
+            publisher(state.clone())(view, None);
+            assert!(state.ready.load(std::sync::atomic::Ordering::SeqCst));
+
+            // In the view: no live read, no finding.
+            let v = validate(&state, &["redis"]).await;
+            assert_eq!(v["response"]["allowed"], true, "{v}");
+            assert!(warnings(&v).is_empty(), "{v}");
+
+            // Not in the view, but the API server has it: no finding.
+            let v = validate(&state, &["redis", "loki"]).await;
+            assert_eq!(v["response"]["allowed"], true, "{v}");
+            assert!(warnings(&v).is_empty(), "{v}");
+
+            // Not in the view, and the API server answers 404: reported (a warning, as the
+            // built-in flux-dependencies policy says), naming only tempo.
+            let v = validate(&state, &["loki", "tempo"]).await;
+            assert_eq!(v["response"]["allowed"], true, "{v}");
+            let w = warnings(&v);
+            assert_eq!(w.len(), 1, "{v}");
+            assert!(
+                w[0].contains("HelmRelease monitoring/tempo not found"),
+                "{v}"
+            );
+
+            // The client goes with the server state; the mock API server then ends by itself.
+            drop(state);
+            api.await.unwrap()
+        };
+        let asked = tokio::time::timeout(Duration::from_secs(20), test)
+            .await
+            .expect("the test finishes within 20 s");
+        let want = [
+            format!("GET {LOKI}"),
+            format!("GET {LOKI}"),
+            format!("GET {TEMPO}"),
+        ];
+        let mut asked = asked;
+        asked.sort();
+        assert_eq!(asked, want);
     }
 }

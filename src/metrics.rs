@@ -31,6 +31,26 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+/// The kind of a watched object: one of [`WATCHED_KINDS`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+/// Every kind the watch can read: the view's kinds and `DeploymentPolicy`. The `kind` label
+/// of the watch metrics takes only these values (and `other`, never expected).
+pub const WATCHED_KINDS: [&str; 9] = [
+    "HelmRelease",
+    "Kustomization",
+    "Namespace",
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "OCIRepository",
+    "HelmChart",
+    "DeploymentPolicy",
+];
+
 /// A finding's policy and rule (names from the loaded policy set, or fluxadmit's own
 /// `fluxadmit/policy-schema`) and its level.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +102,8 @@ pub struct Metrics {
     pub view_objects: Gauge,
     pub tls_reloads: Counter,
     pub tls_reload_errors: Counter,
+    /// Watched objects left out of the view because they could not be turned into JSON.
+    pub watch_reduce_errors: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -105,6 +127,7 @@ impl Metrics {
         let view_objects = Gauge::default();
         let tls_reloads = Counter::default();
         let tls_reload_errors = Counter::default();
+        let watch_reduce_errors = Family::<KindLabels, Counter>::default();
         registry.register(
             "fluxadmit_admission_requests",
             "Admission reviews answered",
@@ -146,6 +169,16 @@ impl Metrics {
             "Failed serving certificate reloads",
             tls_reload_errors.clone(),
         );
+        registry.register(
+            "fluxadmit_watch_reduce_errors",
+            "Watched objects left out of the cluster view because they could not be read \
+             (serialization failed), by kind",
+            watch_reduce_errors.clone(),
+        );
+        // Every kind's series from the start (0 until an error), so an alert has a baseline.
+        for kind in WATCHED_KINDS {
+            let _ = watch_reduce_errors.get_or_create(&KindLabels { kind });
+        }
         let decision_counters = WEBHOOKS
             .iter()
             .flat_map(|w| DECISIONS.iter().map(move |d| (*w, *d)))
@@ -176,6 +209,7 @@ impl Metrics {
             view_objects,
             tls_reloads,
             tls_reload_errors,
+            watch_reduce_errors,
         };
         for (policy, rule) in BUILTIN_RULES {
             metrics.finding_counters(policy, rule);
@@ -231,6 +265,19 @@ impl Metrics {
                 })
             })
             .clone()
+    }
+
+    /// Counts one watched object left out of the view because it could not be read. `kind` is
+    /// counted as given when it is one of [`WATCHED_KINDS`], else as `other`.
+    pub fn watch_reduce_error(&self, kind: &str) {
+        let kind = WATCHED_KINDS
+            .iter()
+            .find(|k| **k == kind)
+            .copied()
+            .unwrap_or("other");
+        self.watch_reduce_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
     }
 
     /// Counts one answered review and its latency.

@@ -2,14 +2,20 @@
 //! the rules need (Secrets: name, type, key names), so values are dropped as they arrive and
 //! never stored. A new immutable view is published at most once per debounce interval, and
 //! only after every watched kind has completed its initial list.
+//!
+//! Publishing is cheap: the view clones its per-kind `Arc`s, and the next change to a kind
+//! copies only that kind's index (see [`ClusterView`]), so a view published after a Secret
+//! changed shares every other kind with the one before it.
 
 use crate::cluster::{ClusterView, Tracked};
+use crate::metrics::Metrics;
 use futures::StreamExt as _;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt as _};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Helm keeps release history in Secrets of this type: large, numerous, never referenced by
@@ -17,21 +23,34 @@ use std::time::Duration;
 pub const HELM_STORAGE_SELECTOR: &str = "type!=helm.sh/release.v1";
 
 /// The view being built from watch events.
-#[derive(Debug)]
 pub struct LiveView {
     view: ClusterView,
     buffers: HashMap<Tracked, ClusterView>,
     synced: BTreeSet<Tracked>,
     kinds: Vec<Tracked>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for LiveView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveView")
+            .field("view", &self.view)
+            .field("buffers", &self.buffers)
+            .field("synced", &self.synced)
+            .field("kinds", &self.kinds)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LiveView {
-    pub fn new(kinds: &[Tracked]) -> LiveView {
+    /// `metrics` counts the objects left out because they could not be read.
+    pub fn new(kinds: &[Tracked], metrics: Arc<Metrics>) -> LiveView {
         LiveView {
             view: ClusterView::default(),
             buffers: HashMap::new(),
             synced: BTreeSet::new(),
             kinds: kinds.to_vec(),
+            metrics,
         }
     }
 
@@ -39,7 +58,17 @@ impl LiveView {
     pub fn handle(&mut self, kind: Tracked, event: Event<DynamicObject>) -> bool {
         match event {
             Event::Apply(obj) => {
-                self.view.apply(kind, &reduce(obj));
+                match reduce(kind.resource().2, &obj, &self.metrics) {
+                    Some(v) => {
+                        self.view.apply(kind, &v);
+                    }
+                    // Unreadable: whatever the view held for it is stale, so it goes too. A
+                    // dependency on it is then confirmed with a live read before it is reported.
+                    None => {
+                        let ns = obj.namespace().unwrap_or_default();
+                        self.view.delete(kind, &ns, &obj.name_any());
+                    }
+                }
                 true
             }
             Event::Delete(obj) => {
@@ -52,10 +81,10 @@ impl LiveView {
                 false
             }
             Event::InitApply(obj) => {
-                self.buffers
-                    .entry(kind)
-                    .or_default()
-                    .apply(kind, &reduce(obj));
+                // Unreadable: not listed, so absent from the view after InitDone.
+                if let Some(v) = reduce(kind.resource().2, &obj, &self.metrics) {
+                    self.buffers.entry(kind).or_default().apply(kind, &v);
+                }
                 false
             }
             Event::InitDone => {
@@ -105,22 +134,62 @@ fn is_absent(error: &watcher::Error) -> bool {
     matches!(status.code, 403 | 404)
 }
 
-/// The object as JSON for the view to reduce; the object itself is dropped here. The view
-/// keeps only what the rules read (Secrets: type and key names; OCIRepository: the chart name
-/// from `spec.url`; HelmChart: `spec.chart`), so this copy lives for one event.
-fn reduce(obj: DynamicObject) -> serde_json::Value {
-    serde_json::to_value(&obj).unwrap_or_default()
+/// The object as JSON for the view to reduce. The view keeps only what the rules read
+/// (Secrets: type and key names; OCIRepository: the chart name from `spec.url`; HelmChart:
+/// `spec.chart`), so the object and this copy live for one event.
+///
+/// None when the object cannot be turned into JSON (not expected: it was just read from
+/// JSON): see [`readable`].
+fn reduce(kind: &'static str, obj: &DynamicObject, metrics: &Metrics) -> Option<serde_json::Value> {
+    let json = serde_json::to_value(obj);
+    readable(
+        kind,
+        obj.metadata.namespace.as_deref().unwrap_or_default(),
+        obj.metadata.name.as_deref().unwrap_or_default(),
+        json,
+        metrics,
+    )
+}
+
+/// The object's JSON, or None when serializing it failed: then it is logged (kind, namespace,
+/// name and serde_json's error, which describes the failure without quoting field values:
+/// never a Secret's data) and counted in `fluxadmit_watch_reduce_errors_total`, and the
+/// caller keeps it out of the view.
+fn readable(
+    kind: &'static str,
+    namespace: &str,
+    name: &str,
+    json: Result<serde_json::Value, serde_json::Error>,
+    metrics: &Metrics,
+) -> Option<serde_json::Value> {
+    match json {
+        Ok(v) => Some(v),
+        Err(e) => {
+            metrics.watch_reduce_error(kind);
+            tracing::warn!(kind, namespace, name, error = %e,
+                "watched object could not be read; left out of the cluster view");
+            None
+        }
+    }
 }
 
 /// Watches the kinds cluster-wide and calls `publish` with a fresh view whenever it changed
 /// (at most once per `debounce`) once every kind is synced. Runs until the client fails for
 /// good or the task is dropped; transient errors are retried with backoff.
 #[cfg(test)]
-pub async fn run<F>(client: Client, kinds: Vec<Tracked>, debounce: Duration, publish: F)
-where
+pub async fn run<F>(
+    client: Client,
+    kinds: Vec<Tracked>,
+    debounce: Duration,
+    metrics: Arc<Metrics>,
+    publish: F,
+) where
     F: Fn(ClusterView) + Send + 'static,
 {
-    run_all(client, kinds, None, debounce, move |view, _| publish(view)).await
+    run_all(client, kinds, None, debounce, metrics, move |view, _| {
+        publish(view)
+    })
+    .await
 }
 
 /// As [`run`], and with `policy_files` also watches `DeploymentPolicy` resources: on a change
@@ -131,6 +200,7 @@ pub async fn run_all<F>(
     kinds: Vec<Tracked>,
     policy_files: Option<Vec<(String, serde_json::Value)>>,
     debounce: Duration,
+    metrics: Arc<Metrics>,
     publish: F,
 ) where
     F: Fn(ClusterView, Option<crate::policy::PolicySet>) + Send + 'static,
@@ -158,8 +228,8 @@ pub async fn run_all<F>(
         );
     }
     let mut events = futures::stream::select_all(streams);
-    let mut live = LiveView::new(&kinds);
-    let mut resources = PolicyResources::default();
+    let mut live = LiveView::new(&kinds, metrics.clone());
+    let mut resources = PolicyResources::new(metrics);
     let mut dirty = false;
     let mut tick = tokio::time::interval(debounce);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -188,6 +258,7 @@ pub async fn run_all<F>(
                         Some(files) if resources.changed => resources.compile(files),
                         _ => None,
                     };
+                    // Arc clones per kind: the published view shares every index with `live`.
                     publish(live.view().clone(), policies);
                     dirty = false;
                 }
@@ -197,20 +268,35 @@ pub async fn run_all<F>(
 }
 
 /// `DeploymentPolicy` resources as documents, by name.
-#[derive(Debug, Default)]
 struct PolicyResources {
     docs: std::collections::BTreeMap<String, serde_json::Value>,
     buffer: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     synced: bool,
     changed: bool,
+    metrics: Arc<Metrics>,
 }
 
+/// The `kind` label of a `DeploymentPolicy` that cannot be read.
+const POLICY_KIND: &str = "DeploymentPolicy";
+
 impl PolicyResources {
+    fn new(metrics: Arc<Metrics>) -> PolicyResources {
+        PolicyResources {
+            docs: Default::default(),
+            buffer: None,
+            synced: false,
+            changed: false,
+            metrics,
+        }
+    }
+
     fn handle(&mut self, event: Event<DynamicObject>) -> bool {
         match event {
-            Event::Apply(o) => {
-                self.docs.insert(o.name_any(), reduce(o));
-            }
+            Event::Apply(o) => match reduce(POLICY_KIND, &o, &self.metrics) {
+                Some(doc) => drop(self.docs.insert(o.name_any(), doc)),
+                // Unreadable: the previous version no longer holds; leave it out.
+                None => drop(self.docs.remove(&o.name_any())),
+            },
             Event::Delete(o) => {
                 self.docs.remove(&o.name_any());
             }
@@ -219,9 +305,10 @@ impl PolicyResources {
                 return false;
             }
             Event::InitApply(o) => {
-                self.buffer
-                    .get_or_insert_with(Default::default)
-                    .insert(o.name_any(), reduce(o));
+                let buffer = self.buffer.get_or_insert_with(Default::default);
+                if let Some(doc) = reduce(POLICY_KIND, &o, &self.metrics) {
+                    buffer.insert(o.name_any(), doc);
+                }
                 return false;
             }
             Event::InitDone => {

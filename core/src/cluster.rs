@@ -10,6 +10,7 @@ use crate::policy::model::Labels;
 use rustc_hash::FxHashMap as HashMap;
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Objects of one kind indexed by namespace, then name; lookups borrow, never allocate.
 /// Fx hashing: names are short and looked up on every request (a cycle check walks many).
@@ -267,24 +268,33 @@ impl Tracked {
     }
 }
 
+/// Reverse dependsOn edges of one Flux kind: who depends on a key.
+type Dependents = rustc_hash::FxHashMap<ObjKey, Vec<ObjKey>>;
+
 /// The whole view. Built once, then shared read-only behind an `Arc` snapshot.
+///
+/// Each kind's index sits behind its own `Arc`, so cloning a view is a handful of `Arc`
+/// clones, and changing one kind (`apply`, `delete`, `replace_kind`) copies that kind's index
+/// only if it is shared (`Arc::make_mut`): the watch publishes a new view after a change to
+/// Secrets that shares every other kind with the view it published before.
 #[derive(Debug, Default, Clone)]
 pub struct ClusterView {
-    pub helm_releases: Index<FluxObject>,
-    pub kustomizations: Index<FluxObject>,
-    pub namespaces: HashMap<String, Labels>,
-    pub service_accounts: Index<ServiceAccountInfo>,
-    pub secrets: Index<SecretInfo>,
-    pub config_maps: Index<ConfigMapInfo>,
+    pub helm_releases: Arc<Index<FluxObject>>,
+    pub kustomizations: Arc<Index<FluxObject>>,
+    pub namespaces: Arc<HashMap<String, Labels>>,
+    pub service_accounts: Arc<Index<ServiceAccountInfo>>,
+    pub secrets: Arc<Index<SecretInfo>>,
+    pub config_maps: Arc<Index<ConfigMapInfo>>,
     /// OCIRepositories, reduced to the chart name (last path segment of `spec.url`).
-    pub oci_repositories: Index<String>,
+    pub oci_repositories: Arc<Index<String>>,
     /// HelmCharts, reduced to `spec.chart`.
-    pub helm_charts: Index<String>,
+    pub helm_charts: Arc<Index<String>>,
     /// Whether ConfigMaps are tracked at all (offline state may leave them out).
     pub tracks_config_maps: bool,
     /// Reverse dependsOn edges per Flux kind (HelmRelease, Kustomization): who depends on a key.
-    /// Kept in step with the indexes by every method that changes them.
-    dependents: [rustc_hash::FxHashMap<ObjKey, Vec<ObjKey>>; 2],
+    /// Kept in step with the indexes by every method that changes them; shared and copied with
+    /// its kind's index.
+    dependents: [Arc<Dependents>; 2],
 }
 
 impl ClusterView {
@@ -292,6 +302,35 @@ impl ClusterView {
         match kind {
             FluxKind::HelmRelease => &self.helm_releases,
             FluxKind::Kustomization => &self.kustomizations,
+        }
+    }
+
+    /// Whether `self` and `other` hold the same copy (the same `Arc`) of `kind`'s index, and
+    /// for a Flux kind of its reverse edges: true for the kinds a change left alone between
+    /// two views the watch published.
+    pub fn shares(&self, other: &ClusterView, kind: Tracked) -> bool {
+        fn same<T>(a: &Arc<T>, b: &Arc<T>) -> bool {
+            Arc::ptr_eq(a, b)
+        }
+        match kind {
+            Tracked::HelmRelease | Tracked::Kustomization => {
+                let fk = kind.flux_kind().unwrap_or(FluxKind::HelmRelease);
+                let index = match fk {
+                    FluxKind::HelmRelease => same(&self.helm_releases, &other.helm_releases),
+                    FluxKind::Kustomization => same(&self.kustomizations, &other.kustomizations),
+                };
+                index
+                    && same(
+                        &self.dependents[fk as usize],
+                        &other.dependents[fk as usize],
+                    )
+            }
+            Tracked::Namespace => same(&self.namespaces, &other.namespaces),
+            Tracked::ServiceAccount => same(&self.service_accounts, &other.service_accounts),
+            Tracked::Secret => same(&self.secrets, &other.secrets),
+            Tracked::ConfigMap => same(&self.config_maps, &other.config_maps),
+            Tracked::OCIRepository => same(&self.oci_repositories, &other.oci_repositories),
+            Tracked::HelmChart => same(&self.helm_charts, &other.helm_charts),
         }
     }
 
@@ -305,8 +344,11 @@ impl ClusterView {
         let Some(old) = self.flux(kind).get(&me.namespace, &me.name) else {
             return;
         };
+        if old.depends_on.is_empty() {
+            return; // no edges: leave the (maybe shared) reverse index as it is
+        }
         let old_deps = old.depends_on.clone();
-        let rev = &mut self.dependents[kind as usize];
+        let rev = Arc::make_mut(&mut self.dependents[kind as usize]);
         for d in old_deps {
             if let Some(list) = rev.get_mut(&d) {
                 list.retain(|k| k != me);
@@ -319,7 +361,7 @@ impl ClusterView {
 
     /// Recomputes the reverse edges of one kind from its index.
     pub(crate) fn rebuild_dependents(&mut self, kind: FluxKind) {
-        let mut rev: rustc_hash::FxHashMap<ObjKey, Vec<ObjKey>> = Default::default();
+        let mut rev = Dependents::default();
         for (ns, name, obj) in self.flux(kind).iter() {
             for d in &obj.depends_on {
                 rev.entry(d.clone())
@@ -331,13 +373,14 @@ impl ClusterView {
             list.sort(); // deterministic search order whatever the map order
             list.dedup();
         }
-        self.dependents[kind as usize] = rev;
+        self.dependents[kind as usize] = Arc::new(rev);
     }
 
+    /// The index of one Flux kind, for writing: copied first if a published view shares it.
     fn flux_mut(&mut self, kind: FluxKind) -> &mut Index<FluxObject> {
         match kind {
-            FluxKind::HelmRelease => &mut self.helm_releases,
-            FluxKind::Kustomization => &mut self.kustomizations,
+            FluxKind::HelmRelease => Arc::make_mut(&mut self.helm_releases),
+            FluxKind::Kustomization => Arc::make_mut(&mut self.kustomizations),
         }
     }
 
@@ -403,7 +446,9 @@ impl ClusterView {
                 self.unlink(fk, &me);
                 for d in &fresh.depends_on {
                     // Sorted, so every replica searches in the same order whatever the event order.
-                    let list = self.dependents[fk as usize].entry(d.clone()).or_default();
+                    let list = Arc::make_mut(&mut self.dependents[fk as usize])
+                        .entry(d.clone())
+                        .or_default();
                     if let Err(at) = list.binary_search(&me) {
                         list.insert(at, me.clone());
                     }
@@ -411,7 +456,7 @@ impl ClusterView {
                 self.flux_mut(fk).insert(namespace, name, fresh);
             }
             Tracked::Namespace => {
-                self.namespaces.insert(name.to_owned(), labels_of(obj));
+                Arc::make_mut(&mut self.namespaces).insert(name.to_owned(), labels_of(obj));
             }
             Tracked::Secret => {
                 let type_ = obj
@@ -423,11 +468,11 @@ impl ClusterView {
                     type_,
                     keys: data_keys(obj),
                 };
-                self.secrets.insert(namespace, name, info);
+                Arc::make_mut(&mut self.secrets).insert(namespace, name, info);
             }
             Tracked::ConfigMap => {
                 self.tracks_config_maps = true;
-                self.config_maps.insert(
+                Arc::make_mut(&mut self.config_maps).insert(
                     namespace,
                     name,
                     ConfigMapInfo {
@@ -445,7 +490,7 @@ impl ClusterView {
                             .collect()
                     })
                     .unwrap_or_default();
-                self.service_accounts.insert(
+                Arc::make_mut(&mut self.service_accounts).insert(
                     namespace,
                     name,
                     ServiceAccountInfo {
@@ -463,11 +508,12 @@ impl ClusterView {
                         .and_then(Value::as_str)
                         .filter(|s| !s.is_empty())
                 };
-                let index = self.chart_source_mut(kind);
                 match chart {
-                    Some(c) => index.insert(namespace, name, c.to_owned()),
+                    Some(c) => self
+                        .chart_source_mut(kind)
+                        .insert(namespace, name, c.to_owned()),
                     // Updated to something without a chart: what was held no longer holds.
-                    None => drop(index.remove(namespace, name)),
+                    None => self.remove_chart_source(kind, namespace, name),
                 }
             }
         }
@@ -476,10 +522,20 @@ impl ClusterView {
 
     fn chart_source_mut(&mut self, kind: Tracked) -> &mut Index<String> {
         if kind == Tracked::OCIRepository {
+            Arc::make_mut(&mut self.oci_repositories)
+        } else {
+            Arc::make_mut(&mut self.helm_charts)
+        }
+    }
+
+    /// Removes a chart source, copying its (maybe shared) index only if it holds the object.
+    fn remove_chart_source(&mut self, kind: Tracked, namespace: &str, name: &str) {
+        let index = if kind == Tracked::OCIRepository {
             &mut self.oci_repositories
         } else {
             &mut self.helm_charts
-        }
+        };
+        remove_from(index, namespace, name);
     }
 
     /// Removes one object.
@@ -488,15 +544,21 @@ impl ClusterView {
         match kind {
             Tracked::HelmRelease | Tracked::Kustomization => {
                 let fk = kind.flux_kind().unwrap_or(FluxKind::HelmRelease);
-                self.unlink(fk, &ObjKey::new(namespace, name));
-                self.flux_mut(fk).remove(namespace, name);
+                if self.flux(fk).get(namespace, name).is_some() {
+                    self.unlink(fk, &ObjKey::new(namespace, name));
+                    self.flux_mut(fk).remove(namespace, name);
+                }
             }
-            Tracked::Namespace => drop(self.namespaces.remove(name)),
-            Tracked::Secret => drop(self.secrets.remove(namespace, name)),
-            Tracked::ConfigMap => drop(self.config_maps.remove(namespace, name)),
-            Tracked::ServiceAccount => drop(self.service_accounts.remove(namespace, name)),
+            Tracked::Namespace => {
+                if self.namespaces.contains_key(name) {
+                    Arc::make_mut(&mut self.namespaces).remove(name);
+                }
+            }
+            Tracked::Secret => remove_from(&mut self.secrets, namespace, name),
+            Tracked::ConfigMap => remove_from(&mut self.config_maps, namespace, name),
+            Tracked::ServiceAccount => remove_from(&mut self.service_accounts, namespace, name),
             Tracked::OCIRepository | Tracked::HelmChart => {
-                drop(self.chart_source_mut(kind).remove(namespace, name))
+                self.remove_chart_source(kind, namespace, name)
             }
         }
     }
@@ -538,6 +600,14 @@ impl ClusterView {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Removes one object from a kind's index; the index is copied (if shared) only when it holds
+/// the object, so deleting what is not there leaves a published view's index shared.
+fn remove_from<T: Clone>(index: &mut Arc<Index<T>>, namespace: &str, name: &str) {
+    if index.get(namespace, name).is_some() {
+        Arc::make_mut(index).remove(namespace, name);
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::graph::ObjKey;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::channel::{Channel, Sender};
@@ -6,6 +7,10 @@ use serde_json::{Value, json};
 use std::convert::Infallible;
 
 const CANARY: &str = "Q0FOQVJZLXZhbHVlLW5ldmVyLXN0b3JlZA==";
+
+fn metrics() -> Arc<Metrics> {
+    Arc::new(Metrics::new())
+}
 
 fn obj(v: Value) -> DynamicObject {
     serde_json::from_value(v).unwrap()
@@ -21,7 +26,7 @@ fn secret(name: &str, keys: &[&str]) -> DynamicObject {
 
 #[test]
 fn relist_replaces_a_kind_and_events_apply_in_order() {
-    let mut live = LiveView::new(&[Tracked::Secret, Tracked::HelmRelease]);
+    let mut live = LiveView::new(&[Tracked::Secret, Tracked::HelmRelease], metrics());
     assert!(!live.handle(Tracked::Secret, Event::Init));
     live.handle(Tracked::Secret, Event::InitApply(secret("a", &["x"])));
     live.handle(Tracked::Secret, Event::InitApply(secret("b", &["y"])));
@@ -118,6 +123,7 @@ async fn watchers_list_then_watch_and_publish_a_reduced_view() {
         client,
         vec![Tracked::HelmRelease, Tracked::Secret],
         Duration::from_millis(20),
+        metrics(),
         move |v| {
             let _ = pub_tx.send(v);
         },
@@ -203,6 +209,7 @@ async fn policy_resources_compile_with_the_files_and_bad_ones_are_left_out() {
         vec![Tracked::HelmRelease],
         Some(vec![("policies/deps.yaml".to_owned(), file)]),
         Duration::from_millis(20),
+        metrics(),
         move |_view, policies| {
             let _ = tx.send(policies);
         },
@@ -233,7 +240,7 @@ fn api_error(code: u16) -> watcher::Error {
 
 #[test]
 fn an_optional_kind_the_server_does_not_serve_counts_as_listed_and_empty() {
-    let mut live = LiveView::new(&[Tracked::HelmRelease, Tracked::OCIRepository]);
+    let mut live = LiveView::new(&[Tracked::HelmRelease, Tracked::OCIRepository], metrics());
     live.handle(Tracked::HelmRelease, Event::Init);
     live.handle(Tracked::HelmRelease, Event::InitDone);
     assert!(!live.is_synced());
@@ -330,6 +337,7 @@ async fn a_source_kind_the_cluster_does_not_serve_does_not_block_readiness() {
                 Tracked::HelmChart,
             ],
             Duration::from_millis(20),
+            metrics(),
             move |v| {
                 let _ = tx.send(v);
             },
@@ -346,4 +354,148 @@ async fn a_source_kind_the_cluster_does_not_serve_does_not_block_readiness() {
         watch.abort();
         server.abort();
     }
+}
+
+fn helm_release(name: &str, deps: &[&str]) -> DynamicObject {
+    let deps: Vec<Value> = deps.iter().map(|d| json!({"name": d})).collect();
+    obj(
+        json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+               "metadata": {"name": name, "namespace": "apps"}, "spec": {"dependsOn": deps}}),
+    )
+}
+
+/// The kinds two views share (the same `Arc`: for a Flux kind, its index and reverse edges).
+fn shared(a: &ClusterView, b: &ClusterView) -> Vec<Tracked> {
+    Tracked::ALL
+        .into_iter()
+        .filter(|k| a.shares(b, *k))
+        .collect()
+}
+
+fn all_but(changed: &[Tracked]) -> Vec<Tracked> {
+    Tracked::ALL
+        .into_iter()
+        .filter(|k| !changed.contains(k))
+        .collect()
+}
+
+#[test]
+fn a_change_to_one_kind_leaves_the_other_kinds_shared_with_the_published_view() {
+    let kinds = [Tracked::HelmRelease, Tracked::Secret, Tracked::Namespace];
+    let mut live = LiveView::new(&kinds, metrics());
+    for kind in kinds {
+        live.handle(kind, Event::Init);
+    }
+    live.handle(
+        Tracked::HelmRelease,
+        Event::InitApply(helm_release("api", &["database"])),
+    );
+    live.handle(
+        Tracked::HelmRelease,
+        Event::InitApply(helm_release("database", &[])),
+    );
+    live.handle(Tracked::Secret, Event::InitApply(secret("a", &["x"])));
+    live.handle(
+        Tracked::Namespace,
+        Event::InitApply(obj(json!({"metadata": {"name": "apps"}}))),
+    );
+    for kind in kinds {
+        live.handle(kind, Event::InitDone);
+    }
+    assert!(live.is_synced());
+
+    // Published as `run_all` publishes: a clone of the live view, sharing every part.
+    let first = live.view().clone();
+    assert_eq!(shared(&first, live.view()), Tracked::ALL);
+
+    // A Secret changes: the next view has new Secrets and shares everything else.
+    assert!(live.handle(Tracked::Secret, Event::Apply(secret("b", &["y"]))));
+    let second = live.view().clone();
+    assert_eq!(shared(&first, &second), all_but(&[Tracked::Secret]));
+    assert!(
+        first.secrets.get("apps", "b").is_none(),
+        "the published view is not changed"
+    );
+    assert_eq!(second.secrets.len(), 2);
+
+    // The first change after a publish copies the kind; the next ones, until the next
+    // publish, write in place.
+    live.handle(Tracked::Secret, Event::Delete(secret("b", &[])));
+    let copied = Arc::as_ptr(&live.view().secrets);
+    live.handle(Tracked::Secret, Event::Apply(secret("c", &["z"])));
+    assert!(std::ptr::eq(copied, Arc::as_ptr(&live.view().secrets)));
+    assert_eq!(shared(&second, live.view()), all_but(&[Tracked::Secret]));
+    assert!(second.secrets.get("apps", "b").is_some());
+    let third = live.view().clone();
+
+    // A HelmRelease changes: its index and its reverse edges are new, nothing else.
+    live.handle(
+        Tracked::HelmRelease,
+        Event::Apply(helm_release("web", &["api"])),
+    );
+    let fourth = live.view().clone();
+    assert_eq!(shared(&third, &fourth), all_but(&[Tracked::HelmRelease]));
+    assert_eq!(
+        fourth
+            .dependents(
+                crate::cluster::FluxKind::HelmRelease,
+                &ObjKey::new("apps", "api")
+            )
+            .map(<[_]>::len),
+        Some(1)
+    );
+    assert!(
+        third
+            .dependents(
+                crate::cluster::FluxKind::HelmRelease,
+                &ObjKey::new("apps", "api")
+            )
+            .is_none()
+    );
+
+    // A delete of what the view does not hold, and a relist of another kind, copy nothing
+    // else.
+    live.handle(Tracked::Secret, Event::Delete(secret("never-there", &[])));
+    live.handle(Tracked::Namespace, Event::Init);
+    live.handle(Tracked::Namespace, Event::InitDone);
+    let fifth = live.view().clone();
+    assert_eq!(shared(&fourth, &fifth), all_but(&[Tracked::Namespace]));
+    assert!(fifth.namespaces.is_empty());
+    assert_eq!(fourth.namespaces.len(), 1);
+}
+
+#[test]
+fn an_object_that_cannot_be_read_is_logged_counted_and_left_out() {
+    let m = Metrics::new();
+    // A map with non-string keys: serde_json cannot turn it into JSON.
+    let bad: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into_iter().collect();
+    let got = readable("Secret", "apps", "tok", serde_json::to_value(&bad), &m);
+    assert!(got.is_none());
+    let good = readable("Secret", "apps", "ok", Ok(json!({"a": 1})), &m);
+    assert_eq!(good, Some(json!({"a": 1})));
+    let text = m.encode();
+    assert!(
+        text.contains("fluxadmit_watch_reduce_errors_total{kind=\"Secret\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fluxadmit_watch_reduce_errors_total{kind=\"HelmRelease\"} 0"),
+        "every kind's series exists from the start: {text}"
+    );
+    m.watch_reduce_error("NotAKind");
+    assert!(
+        m.encode()
+            .contains("fluxadmit_watch_reduce_errors_total{kind=\"other\"} 1")
+    );
+}
+
+#[test]
+fn every_tracked_kind_is_a_bounded_metric_label() {
+    for kind in Tracked::ALL {
+        assert!(
+            crate::metrics::WATCHED_KINDS.contains(&kind.resource().2),
+            "{kind:?}"
+        );
+    }
+    assert!(crate::metrics::WATCHED_KINDS.contains(&POLICY_KIND));
 }

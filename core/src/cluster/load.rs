@@ -151,16 +151,21 @@ impl ClusterView {
                 }
             }
         }
-        merge_index(&mut self.helm_releases, other.helm_releases);
-        merge_index(&mut self.kustomizations, other.kustomizations);
+        use std::sync::Arc;
+        /// Moves `from`'s entries into `into` (copied first only if either is shared).
+        fn merge_into<T: Clone>(into: &mut Arc<super::Index<T>>, from: Arc<super::Index<T>>) {
+            merge_index(Arc::make_mut(into), Arc::unwrap_or_clone(from));
+        }
+        merge_into(&mut self.helm_releases, other.helm_releases);
+        merge_into(&mut self.kustomizations, other.kustomizations);
         self.rebuild_dependents(super::FluxKind::HelmRelease);
         self.rebuild_dependents(super::FluxKind::Kustomization);
-        merge_index(&mut self.service_accounts, other.service_accounts);
-        merge_index(&mut self.secrets, other.secrets);
-        merge_index(&mut self.config_maps, other.config_maps);
-        merge_index(&mut self.oci_repositories, other.oci_repositories);
-        merge_index(&mut self.helm_charts, other.helm_charts);
-        self.namespaces.extend(other.namespaces);
+        merge_into(&mut self.service_accounts, other.service_accounts);
+        merge_into(&mut self.secrets, other.secrets);
+        merge_into(&mut self.config_maps, other.config_maps);
+        merge_into(&mut self.oci_repositories, other.oci_repositories);
+        merge_into(&mut self.helm_charts, other.helm_charts);
+        Arc::make_mut(&mut self.namespaces).extend(Arc::unwrap_or_clone(other.namespaces));
         self.tracks_config_maps |= other.tracks_config_maps;
     }
 }
