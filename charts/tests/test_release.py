@@ -4,7 +4,7 @@ is the crate's version, which the workflow requires the release tag to equal."""
 
 from __future__ import annotations
 
-import re
+import tomllib
 import unittest
 from pathlib import Path
 
@@ -15,9 +15,12 @@ CHART = ROOT / "charts" / "fluxadmit"
 
 
 def crate_version() -> str:
-    text = (ROOT / "Cargo.toml").read_text()
-    package = text.split("[package]", 1)[1].split("\n[", 1)[0]
-    return re.search(r'^version = "([^"]+)"', package, re.M).group(1)
+    """The fluxadmit package's version (the root package's, or the workspace's it inherits)."""
+    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    version = manifest["package"]["version"]
+    if isinstance(version, dict) and version.get("workspace"):
+        version = manifest["workspace"]["package"]["version"]
+    return version
 
 
 class Release(unittest.TestCase):

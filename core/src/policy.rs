@@ -49,6 +49,25 @@ impl PolicySet {
 }
 
 /// A policy that cannot be loaded: names the file, the policy, the field and the reason.
+/// What is wrong with one field of a policy, found while compiling it: the field's path in
+/// the policy (`spec.rules[2].podSecurity.level`) and the reason. The loader adds the file and
+/// the policy's name ([`PolicyError`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Shown as `file: policy "name": field: reason`, leaving out the parts that are not known
 /// (a missing file has neither policy nor field).
 #[derive(Debug, PartialEq)]
@@ -73,23 +92,6 @@ impl std::fmt::Display for PolicyError {
 }
 
 impl std::error::Error for PolicyError {}
-
-impl CompiledRule {
-    /// The rule kind's name as written in a policy (`dependsOn`, `mutate`, …).
-    pub fn kind_name(&self) -> &'static str {
-        use crate::rules::RuleKind as K;
-        match &self.kind {
-            K::RequiredLabels(_) => "requiredLabels",
-            K::DependsOn(_) => "dependsOn",
-            K::ReferencedSecrets(_) => "referencedSecrets",
-            K::RequiredSecrets(_) => "requiredSecrets",
-            K::Expression(_) => "expression",
-            K::PodSecurity(_) => "podSecurity",
-            K::Mutate(_) => "mutate",
-            K::ImagePullSecrets(_) => "imagePullSecrets",
-        }
-    }
-}
 
 /// The effective policy set with the documents it was compiled from, as `fluxadmit policies`
 /// shows it.

@@ -13,6 +13,8 @@ pub mod required_secrets;
 
 use crate::admission::Request;
 use crate::cluster::{ClusterView, FluxKind};
+use crate::mutate::journal::Journal;
+use crate::policy::FieldError;
 use crate::policy::model::RuleSpec;
 use serde_json::Value;
 
@@ -107,138 +109,149 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// A compiled rule.
+/// A rule kind, compiled from its spec at load. Every method has a default that does nothing,
+/// so a kind implements what it does: `validate` reports findings; a kind that changes objects
+/// says where it writes (`mutation_root`) and writes there (`mutate`).
+///
+/// Adding a kind: a module here with its compiled type implementing `Rule`, its spec type and
+/// field in `policy::model::RuleSpec` (which also makes the CRD's schema), and one line in
+/// [`KINDS`].
+pub trait Rule: std::fmt::Debug + Send + Sync {
+    /// The (group, kind) pairs this rule can act on, or `None` for any object. A policy whose
+    /// `match` selects none of them is refused at load (`policy::reach`).
+    fn acts_on(&self) -> Option<Vec<(&'static str, &'static str)>> {
+        None
+    }
+
+    /// Validation findings for this request.
+    fn validate(&self, _ctx: &Ctx<'_>, _out: &mut Vec<Finding>) {}
+
+    /// Where in the object this rule writes for this request (a JSON pointer; "" is the whole
+    /// object), or None when it has nothing to write here.
+    fn mutation_root(&self, _ctx: &Ctx<'_>) -> Option<&'static str> {
+        None
+    }
+
+    /// Applies the mutation to the value at its root, in place, logging every write in
+    /// `journal` (located at the root).
+    fn mutate<'a>(&'a self, _at_root: &mut Value, _journal: &mut Journal<'a>) {}
+}
+
+/// Compiles a rule kind's field of a rule spec, if the spec has it; the `&str` is the rule's
+/// path in the policy.
+type CompileKind = fn(&RuleSpec, &str) -> Option<Result<Box<dyn Rule>, FieldError>>;
+
+/// One rule kind: its field in a policy's rule, and how to compile that field when present.
+struct Kind {
+    field: &'static str,
+    compile: CompileKind,
+}
+
+/// Registers a rule kind: the field's name in a policy, the `RuleSpec` member that holds it,
+/// and the compiled type (`fn compile(&Spec, field: &str) -> Result<Self, FieldError>`).
+macro_rules! kind {
+    ($field:literal, $member:ident, $rule:ty) => {
+        Kind {
+            field: $field,
+            compile: |spec, at| {
+                let s = spec.$member.as_ref()?;
+                let at = format!("{at}.{}", $field);
+                Some(<$rule>::compile(s, &at).map(|r| Box::new(r) as Box<dyn Rule>))
+            },
+        }
+    };
+}
+
+/// Every rule kind, in the order a policy's documentation lists them.
+const KINDS: &[Kind] = &[
+    kind!(
+        "requiredLabels",
+        required_labels,
+        required_labels::RequiredLabels
+    ),
+    kind!("dependsOn", depends_on, depends_on::DependsOn),
+    kind!(
+        "referencedSecrets",
+        referenced_secrets,
+        referenced_secrets::ReferencedSecrets
+    ),
+    kind!(
+        "requiredSecrets",
+        required_secrets,
+        required_secrets::RequiredSecrets
+    ),
+    kind!("expression", expression, expression::ExpressionRule),
+    kind!("podSecurity", pod_security, pod_security::PodSecurityRule),
+    kind!("mutate", mutate, mutate::MutateRule),
+    kind!(
+        "imagePullSecrets",
+        image_pull_secrets,
+        image_pull_secrets::ImagePullSecrets
+    ),
+];
+
+/// A compiled rule: its name, its kind's field name, and the compiled kind.
 #[derive(Debug)]
 pub struct CompiledRule {
     pub name: std::sync::Arc<str>,
-    pub kind: RuleKind,
-}
-
-#[derive(Debug)]
-pub enum RuleKind {
-    RequiredLabels(required_labels::RequiredLabels),
-    DependsOn(depends_on::DependsOn),
-    ReferencedSecrets(referenced_secrets::ReferencedSecrets),
-    RequiredSecrets(required_secrets::RequiredSecrets),
-    Expression(Box<expression::ExpressionRule>),
-    PodSecurity(Box<pod_security::PodSecurityRule>),
-    Mutate(Box<mutate::MutateRule>),
-    ImagePullSecrets(Box<image_pull_secrets::ImagePullSecrets>),
+    kind: &'static str,
+    rule: Box<dyn Rule>,
 }
 
 impl CompiledRule {
-    /// Compiles one rule spec; `field` is its path in the policy (`spec.rules[2]`).
-    pub fn compile(r: &RuleSpec, field: &str) -> Result<CompiledRule, (String, String)> {
-        let mut kinds = Vec::new();
-        if let Some(s) = &r.required_labels {
-            kinds.push(RuleKind::RequiredLabels(
-                required_labels::RequiredLabels::compile(s),
-            ));
+    /// Compiles one rule spec; `field` is its path in the policy (`spec.rules[2]`). A rule has
+    /// exactly one kind.
+    pub fn compile(r: &RuleSpec, field: &str) -> Result<CompiledRule, FieldError> {
+        let mut compiled = None;
+        for k in KINDS {
+            let Some(rule) = (k.compile)(r, field) else {
+                continue;
+            };
+            if compiled.is_some() {
+                return Err(FieldError::new(
+                    field,
+                    "a rule has exactly one rule kind; split it into several rules",
+                ));
+            }
+            compiled = Some((k.field, rule?));
         }
-        if let Some(s) = &r.depends_on {
-            kinds.push(RuleKind::DependsOn(depends_on::DependsOn::compile(s)));
-        }
-        if let Some(s) = &r.referenced_secrets {
-            kinds.push(RuleKind::ReferencedSecrets(
-                referenced_secrets::ReferencedSecrets::compile(s),
-            ));
-        }
-        if let Some(s) = &r.required_secrets {
-            let f = format!("{field}.requiredSecrets");
-            kinds.push(RuleKind::RequiredSecrets(
-                required_secrets::RequiredSecrets::compile(s, &f)?,
-            ));
-        }
-        if let Some(s) = &r.expression {
-            let f = format!("{field}.expression");
-            kinds.push(RuleKind::Expression(Box::new(
-                expression::ExpressionRule::compile(s, &f)?,
-            )));
-        }
-        if let Some(s) = &r.pod_security {
-            let f = format!("{field}.podSecurity");
-            kinds.push(RuleKind::PodSecurity(Box::new(
-                pod_security::PodSecurityRule::compile(s, &f)?,
-            )));
-        }
-        if let Some(s) = &r.mutate {
-            let f = format!("{field}.mutate");
-            kinds.push(RuleKind::Mutate(Box::new(mutate::MutateRule::compile(
-                s, &f,
-            )?)));
-        }
-        if let Some(s) = &r.image_pull_secrets {
-            let f = format!("{field}.imagePullSecrets");
-            kinds.push(RuleKind::ImagePullSecrets(Box::new(
-                image_pull_secrets::ImagePullSecrets::compile(s, &f)?,
-            )));
-        }
-        let n = kinds.len();
-        let Some(kind) = kinds.pop() else {
-            return Err((
-                field.to_owned(),
-                "a rule needs one rule kind: requiredLabels, dependsOn, referencedSecrets, \
-                 requiredSecrets, expression, podSecurity, mutate or imagePullSecrets"
-                    .into(),
+        let Some((kind, rule)) = compiled else {
+            let names: Vec<&str> = KINDS.iter().map(|k| k.field).collect();
+            return Err(FieldError::new(
+                field,
+                format!("a rule needs one rule kind: {}", names.join(", ")),
             ));
         };
-        if n > 1 {
-            return Err((
-                field.to_owned(),
-                "a rule has exactly one rule kind; split it into several rules".into(),
-            ));
-        }
         Ok(CompiledRule {
             name: r.name.as_str().into(),
             kind,
+            rule,
         })
+    }
+
+    /// The rule kind's name as written in a policy (`dependsOn`, `mutate`, …).
+    pub fn kind_name(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The (group, kind) pairs the rule can act on; `None` for any object.
+    pub fn acts_on(&self) -> Option<Vec<(&'static str, &'static str)>> {
+        self.rule.acts_on()
     }
 
     /// Validation findings for this request.
     pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
-        match &self.kind {
-            RuleKind::RequiredLabels(r) => r.validate(ctx, out),
-            RuleKind::DependsOn(r) => r.validate(ctx, out),
-            RuleKind::ReferencedSecrets(r) => r.validate(ctx, out),
-            RuleKind::RequiredSecrets(r) => r.validate(ctx, out),
-            RuleKind::Expression(r) => r.validate(ctx, out),
-            RuleKind::PodSecurity(r) => r.validate(ctx, out),
-            RuleKind::ImagePullSecrets(r) => r.validate(ctx, out),
-            RuleKind::Mutate(_) => {}
-        }
+        self.rule.validate(ctx, out)
     }
 
-    /// Whether the rule mutates at all (so validation-only requests skip the copy).
-    pub fn mutates(&self) -> bool {
-        match &self.kind {
-            RuleKind::Mutate(_) => true,
-            RuleKind::ImagePullSecrets(r) => r.mutates(),
-            _ => false,
-        }
-    }
-
-    /// Where in the object this rule writes for this request (a JSON pointer; "" is the whole
-    /// object), or None when it has nothing to write here.
+    /// See [`Rule::mutation_root`].
     pub fn mutation_root(&self, ctx: &Ctx<'_>) -> Option<&'static str> {
-        match &self.kind {
-            RuleKind::Mutate(r) => r.root(ctx),
-            RuleKind::ImagePullSecrets(r) if r.mutates() => r.root(ctx),
-            _ => None,
-        }
+        self.rule.mutation_root(ctx)
     }
 
-    /// Applies this rule's mutation to the value at its root, in place, logging every write in
-    /// `journal` (located at the root).
-    pub fn mutate<'a>(
-        &'a self,
-        at_root: &mut Value,
-        journal: &mut crate::mutate::journal::Journal<'a>,
-    ) {
-        match &self.kind {
-            RuleKind::Mutate(r) => r.mutate(at_root, journal),
-            RuleKind::ImagePullSecrets(r) => r.mutate(at_root, journal),
-            _ => {}
-        }
+    /// See [`Rule::mutate`].
+    pub fn mutate<'a>(&'a self, at_root: &mut Value, journal: &mut Journal<'a>) {
+        self.rule.mutate(at_root, journal)
     }
 }
 

@@ -4,6 +4,7 @@
 use super::model::{API_VERSION, DeploymentPolicySpec, KIND};
 use super::{CompiledPolicy, PolicyError, PolicySet};
 use crate::cluster::load::{manifest_files, parse_manifests};
+use crate::policy::FieldError;
 use crate::rules::CompiledRule;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -250,7 +251,7 @@ pub fn compile_document(file: &str, doc: Value) -> Result<CompiledPolicy, Policy
         };
         err(Some(&name), &field, e.into_inner().to_string())
     })?;
-    compile_spec(file, &name, &spec).map_err(|(field, reason)| err(Some(&name), &field, reason))
+    compile_spec(file, &name, &spec).map_err(|e| err(Some(&name), &e.field, e.reason))
 }
 
 /// A value as a user wrote it, for an error message: `"fluxadmit.io/v1"`, `3`, or `nothing`.
@@ -266,7 +267,7 @@ pub fn compile_spec(
     source: &str,
     name: &str,
     spec: &DeploymentPolicySpec,
-) -> Result<CompiledPolicy, (String, String)> {
+) -> Result<CompiledPolicy, FieldError> {
     let matcher = super::matching::Matcher::compile(&spec.matches, "spec.match")?;
     let exclude = spec
         .exclude
@@ -274,9 +275,9 @@ pub fn compile_spec(
         .map(|m| super::matching::Matcher::compile(m, "spec.exclude"))
         .transpose()?;
     if spec.rules.is_empty() {
-        return Err((
-            "spec.rules".into(),
-            "a policy needs at least one rule".into(),
+        return Err(FieldError::new(
+            "spec.rules",
+            "a policy needs at least one rule",
         ));
     }
     let mut rules = Vec::with_capacity(spec.rules.len());
@@ -284,10 +285,10 @@ pub fn compile_spec(
     for (i, r) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         if r.name.is_empty() {
-            return Err((format!("{field}.name"), "required".into()));
+            return Err(FieldError::new(format!("{field}.name"), "required"));
         }
         if !seen.insert(r.name.as_str()) {
-            return Err((
+            return Err(FieldError::new(
                 format!("{field}.name"),
                 format!("duplicate rule name {:?}", r.name),
             ));

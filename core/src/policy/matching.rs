@@ -1,6 +1,7 @@
 //! Compiled match/exclude filters: globs and label selectors are built once at load.
 
 use super::model::{Labels, Match, OperationName};
+use crate::policy::FieldError;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -43,23 +44,24 @@ enum SelOp {
 }
 
 /// Builds a glob set; `field` names the place in the policy for the error.
-pub fn globs(patterns: &[String], field: &str) -> Result<Option<GlobSet>, (String, String)> {
+pub fn globs(patterns: &[String], field: &str) -> Result<Option<GlobSet>, FieldError> {
     if patterns.is_empty() {
         return Ok(None);
     }
     let mut b = GlobSetBuilder::new();
     for (i, p) in patterns.iter().enumerate() {
-        let g =
-            Glob::new(p).map_err(|e| (format!("{field}[{i}]"), format!("bad glob {p:?}: {e}")))?;
+        let g = Glob::new(p).map_err(|e| {
+            FieldError::new(format!("{field}[{i}]"), format!("bad glob {p:?}: {e}"))
+        })?;
         b.add(g);
     }
     b.build()
         .map(Some)
-        .map_err(|e| (field.to_owned(), e.to_string()))
+        .map_err(|e| FieldError::new(field.to_owned(), e.to_string()))
 }
 
 impl Selector {
-    pub fn compile(sel: &LabelSelector, field: &str) -> Result<Selector, (String, String)> {
+    pub fn compile(sel: &LabelSelector, field: &str) -> Result<Selector, FieldError> {
         let match_labels = sel
             .match_labels
             .iter()
@@ -74,7 +76,7 @@ impl Selector {
                 "Exists" => SelOp::Exists,
                 "DoesNotExist" => SelOp::DoesNotExist,
                 other => {
-                    return Err((
+                    return Err(FieldError::new(
                         format!("{field}.matchExpressions[{i}].operator"),
                         format!(
                             "unknown operator {other:?}; use In, NotIn, Exists or DoesNotExist"
@@ -84,9 +86,9 @@ impl Selector {
             };
             let values = e.values.clone().unwrap_or_default();
             if matches!(op, SelOp::In | SelOp::NotIn) && values.is_empty() {
-                return Err((
+                return Err(FieldError::new(
                     format!("{field}.matchExpressions[{i}].values"),
-                    "In and NotIn need at least one value".into(),
+                    "In and NotIn need at least one value",
                 ));
             }
             exprs.push((e.key.clone(), op, values));
@@ -114,7 +116,7 @@ impl Selector {
 }
 
 impl Matcher {
-    pub fn compile(m: &Match, field: &str) -> Result<Matcher, (String, String)> {
+    pub fn compile(m: &Match, field: &str) -> Result<Matcher, FieldError> {
         Ok(Matcher {
             resources: m
                 .resources

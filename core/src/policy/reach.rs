@@ -3,12 +3,13 @@
 //! silently never run), and a kind no known API group serves is a warning (`HelmReleases`,
 //! a misspelt apiGroup): it may be a custom resource, so it still loads.
 
-use super::model::{DeploymentPolicySpec, OverlayTarget, RuleSpec};
+use super::model::DeploymentPolicySpec;
+use crate::policy::FieldError;
 use crate::rules::CompiledRule;
 
 /// Kinds that hold a pod spec (the `podSecurity`, pod-template `mutate` and `imagePullSecrets`
 /// targets).
-const POD_KINDS: [(&str, &str); 7] = [
+pub(crate) const POD_KINDS: [(&str, &str); 7] = [
     ("", "Pod"),
     ("apps", "Deployment"),
     ("apps", "StatefulSet"),
@@ -17,8 +18,8 @@ const POD_KINDS: [(&str, &str); 7] = [
     ("batch", "Job"),
     ("batch", "CronJob"),
 ];
-const HELM_RELEASE: (&str, &str) = ("helm.toolkit.fluxcd.io", "HelmRelease");
-const KUSTOMIZATION: (&str, &str) = ("kustomize.toolkit.fluxcd.io", "Kustomization");
+pub(crate) const HELM_RELEASE: (&str, &str) = ("helm.toolkit.fluxcd.io", "HelmRelease");
+pub(crate) const KUSTOMIZATION: (&str, &str) = ("kustomize.toolkit.fluxcd.io", "Kustomization");
 
 /// Kinds served by Kubernetes itself and by Flux, by API group: enough to catch a plural or a
 /// misspelt group, never used to refuse a policy.
@@ -111,40 +112,14 @@ fn selects(spec: &DeploymentPolicySpec, group: &str, kind: &str) -> bool {
         })
 }
 
-/// The kinds a rule acts on, or None when it acts on any object.
-fn targets(rule: &RuleSpec) -> Option<Vec<(&'static str, &'static str)>> {
-    if rule.depends_on.is_some() || rule.referenced_secrets.is_some() {
-        return Some(vec![HELM_RELEASE, KUSTOMIZATION]);
-    }
-    if rule.required_secrets.is_some() {
-        return Some(vec![HELM_RELEASE]);
-    }
-    if rule.pod_security.is_some() {
-        return Some(POD_KINDS.to_vec());
-    }
-    if let Some(m) = &rule.mutate
-        && m.target == OverlayTarget::PodTemplate
-    {
-        return Some(POD_KINDS.to_vec());
-    }
-    if let Some(p) = &rule.image_pull_secrets {
-        let mut kinds = POD_KINDS.to_vec();
-        if !p.values_paths.is_empty() {
-            kinds.push(HELM_RELEASE);
-        }
-        return Some(kinds);
-    }
-    None
-}
-
 /// An error (field, reason) for a rule the policy can never apply; `compiled` are the spec's
 /// rules as compiled, in order (they name their kind).
 pub fn check_rules(
     spec: &DeploymentPolicySpec,
     compiled: &[CompiledRule],
-) -> Result<(), (String, String)> {
-    for (i, (rule, c)) in spec.rules.iter().zip(compiled).enumerate() {
-        let Some(kinds) = targets(rule) else {
+) -> Result<(), FieldError> {
+    for (i, c) in compiled.iter().enumerate() {
+        let Some(kinds) = c.acts_on() else {
             continue;
         };
         if kinds.iter().any(|(g, k)| selects(spec, g, k)) {
@@ -158,7 +133,10 @@ pub fn check_rules(
         for (field, text) in unknown_resources(spec) {
             reason.push_str(&format!(" ({field}: {text})"));
         }
-        return Err((format!("spec.rules[{i}].{}", c.kind_name()), reason));
+        return Err(FieldError::new(
+            format!("spec.rules[{i}].{}", c.kind_name()),
+            reason,
+        ));
     }
     Ok(())
 }
@@ -232,7 +210,7 @@ mod tests {
         serde_yaml::from_str(yaml).unwrap()
     }
 
-    fn check(s: &DeploymentPolicySpec) -> Result<(), (String, String)> {
+    fn check(s: &DeploymentPolicySpec) -> Result<(), FieldError> {
         let compiled: Vec<CompiledRule> = s
             .rules
             .iter()
@@ -247,7 +225,7 @@ mod tests {
             "match: {resources: [{apiGroups: [helm.toolkit.fluxcd.io], kinds: [HelmRelease]}]}\n\
              rules: [{name: pss, podSecurity: {level: restricted}}]",
         );
-        let (field, reason) = check(&s).unwrap_err();
+        let FieldError { field, reason } = check(&s).unwrap_err();
         assert_eq!(field, "spec.rules[0].podSecurity");
         assert!(
             reason.contains("Deployment") && reason.contains("never run"),
@@ -263,7 +241,10 @@ mod tests {
         let charts = spec(
             "match: {charts: [app-template]}\nrules: [{name: d, dependsOn: {}}, {name: p, podSecurity: {level: baseline}}]",
         );
-        assert_eq!(check(&charts).unwrap_err().0, "spec.rules[1].podSecurity");
+        assert_eq!(
+            check(&charts).unwrap_err().field,
+            "spec.rules[1].podSecurity"
+        );
     }
 
     #[test]

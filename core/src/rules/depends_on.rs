@@ -3,10 +3,13 @@
 //! Flux itself validates none of this: a cycle or a wrong name leaves objects waiting for
 //! "dependency not ready" forever, retried every 30 s.
 
+use super::Rule;
 use super::{Ctx, Finding};
 use crate::cluster::{FluxKind, FluxObject};
 use crate::graph::{self, ObjKey};
+use crate::policy::FieldError;
 use crate::policy::model::{DependsOnSpec, Severity};
+use crate::policy::reach::{HELM_RELEASE, KUSTOMIZATION};
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -19,17 +22,113 @@ pub struct DependsOn {
 }
 
 impl DependsOn {
-    pub fn compile(spec: &DependsOnSpec) -> DependsOn {
-        DependsOn {
+    pub fn compile(spec: &DependsOnSpec, _field: &str) -> Result<DependsOn, FieldError> {
+        Ok(DependsOn {
             missing: spec.missing,
             allow_cross_namespace: spec.allow_cross_namespace,
             tier_label: spec.tier_label.clone(),
             require_tiers: spec.require_tiers,
             max_depth: spec.max_depth,
+        })
+    }
+
+    fn report_missing(
+        &self,
+        kind: FluxKind,
+        me: &ObjKey,
+        key: &ObjKey,
+        exists_as_other: bool,
+        path: &str,
+        out: &mut Vec<Finding>,
+    ) {
+        let message = if exists_as_other {
+            format!(
+                "{key} exists only as a {}; a {} can depend only on {}s, so {me} would wait for it forever",
+                kind.other().name(),
+                kind.name(),
+                kind.name()
+            )
+        } else {
+            format!(
+                "{} {key} not found; {me} will not reconcile until it exists and is ready",
+                kind.name()
+            )
+        };
+        match self.missing {
+            Severity::Deny => out.push(Finding::error(path, message).on_other()),
+            Severity::Warn => out.push(Finding::warning(path, message).on_other()),
+            Severity::Ignore => {}
         }
     }
 
-    pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    /// The tier of an object from its labels: Ok(None) when tiers are not configured.
+    fn tier_of(&self, labels: Option<&Value>) -> Result<Option<i64>, String> {
+        let Some(label) = &self.tier_label else {
+            return Ok(None);
+        };
+        match labels.and_then(|l| l.get(label)).and_then(Value::as_str) {
+            None => Err(format!("has no {label:?} label")),
+            Some(v) => v
+                .trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| format!("has {label:?} label {v:?}, which is not an integer")),
+        }
+    }
+
+    fn check_tier(
+        &self,
+        me: &ObjKey,
+        my_tier: &Result<Option<i64>, String>,
+        key: &ObjKey,
+        dep: &FluxObject,
+        path: &str,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(label) = &self.tier_label else {
+            return;
+        };
+        let Ok(Some(mine)) = my_tier else { return };
+        match dep.labels.get(label).map(|v| v.trim().parse::<i64>()) {
+            Some(Ok(theirs)) if theirs >= *mine => out.push(Finding::error(
+                path,
+                format!("{me} (tier {mine}) depends on {key} (tier {theirs}); an object may depend only on lower tiers"),
+            ).on_other()),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None if self.require_tiers => out.push(Finding::error(
+                path,
+                format!("{me} (tier {mine}) depends on {key}, which has no valid {label:?} tier label"),
+            ).on_other()),
+            _ => {}
+        }
+    }
+
+    fn check_ready_expr(&self, expr: &Value, path: &str, out: &mut Vec<Finding>) {
+        let Some(src) = expr.as_str() else {
+            out.push(Finding::error(
+                format!("{path}.readyExpr"),
+                "must be a string",
+            ));
+            return;
+        };
+        if let Err(e) = crate::cel::check_ready_expr(src) {
+            out.push(Finding::error(
+                format!("{path}.readyExpr"),
+                format!(
+                    "invalid CEL expression {src:?} at {}:{}: {}; Flux would stall the object (InvalidCELExpression)",
+                    e.line, e.column, e.message
+                ),
+            ));
+        }
+    }
+}
+
+impl Rule for DependsOn {
+    fn acts_on(&self) -> Option<Vec<(&'static str, &'static str)>> {
+        Some(vec![HELM_RELEASE, KUSTOMIZATION])
+    }
+
+    fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         let Some(kind) = ctx.flux_kind else { return };
         let ns = ctx.namespace();
         let me = ObjKey {
@@ -153,96 +252,6 @@ impl DependsOn {
                     format!("dependency chain from {me} is {depth} deep; the policy allows at most {max}"),
                 ).on_other());
             }
-        }
-    }
-
-    fn report_missing(
-        &self,
-        kind: FluxKind,
-        me: &ObjKey,
-        key: &ObjKey,
-        exists_as_other: bool,
-        path: &str,
-        out: &mut Vec<Finding>,
-    ) {
-        let message = if exists_as_other {
-            format!(
-                "{key} exists only as a {}; a {} can depend only on {}s, so {me} would wait for it forever",
-                kind.other().name(),
-                kind.name(),
-                kind.name()
-            )
-        } else {
-            format!(
-                "{} {key} not found; {me} will not reconcile until it exists and is ready",
-                kind.name()
-            )
-        };
-        match self.missing {
-            Severity::Deny => out.push(Finding::error(path, message).on_other()),
-            Severity::Warn => out.push(Finding::warning(path, message).on_other()),
-            Severity::Ignore => {}
-        }
-    }
-
-    /// The tier of an object from its labels: Ok(None) when tiers are not configured.
-    fn tier_of(&self, labels: Option<&Value>) -> Result<Option<i64>, String> {
-        let Some(label) = &self.tier_label else {
-            return Ok(None);
-        };
-        match labels.and_then(|l| l.get(label)).and_then(Value::as_str) {
-            None => Err(format!("has no {label:?} label")),
-            Some(v) => v
-                .trim()
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| format!("has {label:?} label {v:?}, which is not an integer")),
-        }
-    }
-
-    fn check_tier(
-        &self,
-        me: &ObjKey,
-        my_tier: &Result<Option<i64>, String>,
-        key: &ObjKey,
-        dep: &FluxObject,
-        path: &str,
-        out: &mut Vec<Finding>,
-    ) {
-        let Some(label) = &self.tier_label else {
-            return;
-        };
-        let Ok(Some(mine)) = my_tier else { return };
-        match dep.labels.get(label).map(|v| v.trim().parse::<i64>()) {
-            Some(Ok(theirs)) if theirs >= *mine => out.push(Finding::error(
-                path,
-                format!("{me} (tier {mine}) depends on {key} (tier {theirs}); an object may depend only on lower tiers"),
-            ).on_other()),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None if self.require_tiers => out.push(Finding::error(
-                path,
-                format!("{me} (tier {mine}) depends on {key}, which has no valid {label:?} tier label"),
-            ).on_other()),
-            _ => {}
-        }
-    }
-
-    fn check_ready_expr(&self, expr: &Value, path: &str, out: &mut Vec<Finding>) {
-        let Some(src) = expr.as_str() else {
-            out.push(Finding::error(
-                format!("{path}.readyExpr"),
-                "must be a string",
-            ));
-            return;
-        };
-        if let Err(e) = crate::cel::check_ready_expr(src) {
-            out.push(Finding::error(
-                format!("{path}.readyExpr"),
-                format!(
-                    "invalid CEL expression {src:?} at {}:{}: {}; Flux would stall the object (InvalidCELExpression)",
-                    e.line, e.column, e.message
-                ),
-            ));
         }
     }
 }

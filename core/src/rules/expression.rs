@@ -1,8 +1,10 @@
 //! `expression`: a CEL expression over `object`, `oldObject` and `request` that must be true.
 //! Compiled once at policy load; a policy whose expression does not compile does not load.
 
+use super::Rule;
 use super::{Ctx, Finding};
 use crate::cel::Expression;
+use crate::policy::FieldError;
 use crate::policy::model::ExpressionSpec;
 use serde_json::{Value, json};
 
@@ -16,9 +18,9 @@ pub struct ExpressionRule {
 }
 
 impl ExpressionRule {
-    pub fn compile(spec: &ExpressionSpec, field: &str) -> Result<ExpressionRule, (String, String)> {
+    pub fn compile(spec: &ExpressionSpec, field: &str) -> Result<ExpressionRule, FieldError> {
         let expr = Expression::compile(&spec.expression, VARS, true).map_err(|e| {
-            (
+            FieldError::new(
                 format!("{field}.expression"),
                 format!("CEL error at {}:{}: {}", e.line, e.column, e.message),
             )
@@ -28,7 +30,7 @@ impl ExpressionRule {
             .as_deref()
             .map(|m| {
                 Expression::compile(m, VARS, false).map_err(|e| {
-                    (
+                    FieldError::new(
                         format!("{field}.messageExpression"),
                         format!("CEL error at {}:{}: {}", e.line, e.column, e.message),
                     )
@@ -36,7 +38,7 @@ impl ExpressionRule {
             })
             .transpose()?;
         if spec.message.is_empty() {
-            return Err((format!("{field}.message"), "required".into()));
+            return Err(FieldError::new(format!("{field}.message"), "required"));
         }
         Ok(ExpressionRule {
             expr,
@@ -44,8 +46,10 @@ impl ExpressionRule {
             message_expr,
         })
     }
+}
 
-    pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+impl Rule for ExpressionRule {
+    fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         let req = ctx.req;
         let uses = |name: &str| {
             self.expr.uses(name) || self.message_expr.as_ref().is_some_and(|m| m.uses(name))

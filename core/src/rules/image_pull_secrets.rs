@@ -2,10 +2,13 @@
 //! (mutation, never duplicated), and every pull secret a pod or a HelmRelease's values name
 //! must exist in the namespace with a docker config type (validation).
 
+use super::Rule;
 use super::{Ctx, Finding};
 use crate::cluster::{ClusterView, FluxKind};
 use crate::mutate::journal::{Journal, Seg};
+use crate::policy::FieldError;
 use crate::policy::model::ImagePullSecretsSpec;
+use crate::policy::reach::{HELM_RELEASE, POD_KINDS};
 use crate::workload::{containers, join, pod_template};
 use globset::{Glob, GlobMatcher};
 use serde_json::{Value, json};
@@ -31,19 +34,22 @@ impl ImagePullSecrets {
     pub fn compile(
         spec: &ImagePullSecretsSpec,
         field: &str,
-    ) -> Result<ImagePullSecrets, (String, String)> {
+    ) -> Result<ImagePullSecrets, FieldError> {
         let mut registries = Vec::new();
         for (i, r) in spec.registries.iter().enumerate() {
             let glob = Glob::new(&r.pattern)
                 .map_err(|e| {
-                    (
+                    FieldError::new(
                         format!("{field}.registries[{i}].pattern"),
                         format!("bad glob {:?}: {e}", r.pattern),
                     )
                 })?
                 .compile_matcher();
             if r.secret.is_empty() {
-                return Err((format!("{field}.registries[{i}].secret"), "required".into()));
+                return Err(FieldError::new(
+                    format!("{field}.registries[{i}].secret"),
+                    "required",
+                ));
             }
             registries.push(Registry {
                 whole_ref: r.pattern.contains('/'),
@@ -89,14 +95,27 @@ impl ImagePullSecrets {
         out.sort_by_key(|s| self.registries.iter().position(|r| r.secret == *s));
         out
     }
+}
+
+impl Rule for ImagePullSecrets {
+    fn acts_on(&self) -> Option<Vec<(&'static str, &'static str)>> {
+        let mut kinds = POD_KINDS.to_vec();
+        if !self.values_paths.is_empty() {
+            kinds.push(HELM_RELEASE);
+        }
+        Some(kinds)
+    }
 
     /// Where this rule writes for the request: the pod template, if the kind has one.
-    pub fn root(&self, ctx: &Ctx<'_>) -> Option<&'static str> {
+    fn mutation_root(&self, ctx: &Ctx<'_>) -> Option<&'static str> {
+        if !self.mutates() {
+            return None;
+        }
         pod_template(&ctx.req.group, &ctx.req.kind).map(|(pointer, _)| pointer)
     }
 
     /// Adds the needed pull secrets to the pod template `template`, logging the writes.
-    pub fn mutate(&self, template: &mut Value, journal: &mut Journal<'_>) {
+    fn mutate<'a>(&'a self, template: &mut Value, journal: &mut Journal<'a>) {
         let Some(spec) = template.get_mut("spec").filter(|s| s.is_object()) else {
             return;
         };
@@ -129,7 +148,7 @@ impl ImagePullSecrets {
         });
     }
 
-    pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         if !self.validate {
             return;
         }

@@ -1,9 +1,12 @@
 //! `podSecurity`: the Pod Security Standards for Pods and every pod template, with
 //! per-policy exemptions by namespace, object name and container image.
 
+use super::Rule;
 use super::{Ctx, Finding};
+use crate::policy::FieldError;
 use crate::policy::matching::globs;
 use crate::policy::model::PodSecuritySpec;
+use crate::policy::reach::POD_KINDS;
 use crate::pss::{self, Level, Version};
 use crate::workload::pod_template;
 use globset::GlobSet;
@@ -20,16 +23,13 @@ pub struct PodSecurityRule {
 }
 
 impl PodSecurityRule {
-    pub fn compile(
-        spec: &PodSecuritySpec,
-        field: &str,
-    ) -> Result<PodSecurityRule, (String, String)> {
+    pub fn compile(spec: &PodSecuritySpec, field: &str) -> Result<PodSecurityRule, FieldError> {
         let level = match spec.level.as_str() {
             "baseline" => Level::Baseline,
             "restricted" => Level::Restricted,
             "privileged" => Level::Privileged,
             other => {
-                return Err((
+                return Err(FieldError::new(
                     format!("{field}.level"),
                     format!("unknown level {other:?}; use baseline or restricted"),
                 ));
@@ -39,7 +39,7 @@ impl PodSecurityRule {
             None => Version::Latest,
             Some(v) => v
                 .parse::<Version>()
-                .map_err(|e| (format!("{field}.version"), e.to_string()))?,
+                .map_err(|e| FieldError::new(format!("{field}.version"), e.to_string()))?,
         };
         let ex = spec.exemptions.clone().unwrap_or_default();
         Ok(PodSecurityRule {
@@ -51,8 +51,14 @@ impl PodSecurityRule {
             images: globs(&ex.images, &format!("{field}.exemptions.images"))?,
         })
     }
+}
 
-    pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+impl Rule for PodSecurityRule {
+    fn acts_on(&self) -> Option<Vec<(&'static str, &'static str)>> {
+        Some(POD_KINDS.to_vec())
+    }
+
+    fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         let Some((pointer, path)) = pod_template(&ctx.req.group, &ctx.req.kind) else {
             return;
         };

@@ -2,9 +2,12 @@
 //! Kustomization must exist in the namespace Flux reads it from, with the key Flux reads.
 //! Flux reads these references in the object's own namespace; there is no namespace field.
 
+use super::Rule;
 use super::{Ctx, Finding};
 use crate::cluster::{ClusterView, FluxKind};
+use crate::policy::FieldError;
 use crate::policy::model::ReferencedSecretsSpec;
+use crate::policy::reach::{HELM_RELEASE, KUSTOMIZATION};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -37,18 +40,13 @@ enum Need<'a> {
 }
 
 impl ReferencedSecrets {
-    pub fn compile(spec: &ReferencedSecretsSpec) -> ReferencedSecrets {
-        ReferencedSecrets {
+    pub fn compile(
+        spec: &ReferencedSecretsSpec,
+        _field: &str,
+    ) -> Result<ReferencedSecrets, FieldError> {
+        Ok(ReferencedSecrets {
             config_maps: spec.config_maps,
-        }
-    }
-
-    pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
-        let Some(kind) = ctx.flux_kind else { return };
-        let refs = references(kind, ctx.object, ctx.namespace());
-        for r in refs {
-            self.check(ctx.view, &r, out);
-        }
+        })
     }
 
     fn check(&self, view: &ClusterView, r: &Reference<'_>, out: &mut Vec<Finding>) {
@@ -132,6 +130,20 @@ impl ReferencedSecrets {
                     ).on_other());
                 }
             }
+        }
+    }
+}
+
+impl Rule for ReferencedSecrets {
+    fn acts_on(&self) -> Option<Vec<(&'static str, &'static str)>> {
+        Some(vec![HELM_RELEASE, KUSTOMIZATION])
+    }
+
+    fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+        let Some(kind) = ctx.flux_kind else { return };
+        let refs = references(kind, ctx.object, ctx.namespace());
+        for r in refs {
+            self.check(ctx.view, &r, out);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! `requiredLabels`: labels and annotations the object must carry.
 
+use super::Rule;
 use super::{Ctx, Finding};
+use crate::policy::FieldError;
 use crate::policy::model::RequiredLabelsSpec;
 use serde_json::Value;
 
@@ -11,14 +13,16 @@ pub struct RequiredLabels {
 }
 
 impl RequiredLabels {
-    pub fn compile(spec: &RequiredLabelsSpec) -> RequiredLabels {
-        RequiredLabels {
+    pub fn compile(spec: &RequiredLabelsSpec, _field: &str) -> Result<RequiredLabels, FieldError> {
+        Ok(RequiredLabels {
             labels: spec.labels.clone(),
             annotations: spec.annotations.clone(),
-        }
+        })
     }
+}
 
-    pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+impl Rule for RequiredLabels {
+    fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         let check = |field: &str, keys: &[String], out: &mut Vec<Finding>| {
             let present = ctx
                 .object

@@ -1,8 +1,11 @@
 //! `requiredSecrets`: Secrets a matching HelmRelease needs before it can install, e.g. an API
 //! token for a chart's pre-install job. Without it the job fails and no pod is ever created.
 
+use super::Rule;
 use super::{Ctx, Finding};
+use crate::policy::FieldError;
 use crate::policy::model::{RequiredSecret, RequiredSecretsSpec};
+use crate::policy::reach::HELM_RELEASE;
 
 #[derive(Debug)]
 pub struct RequiredSecrets {
@@ -10,27 +13,33 @@ pub struct RequiredSecrets {
 }
 
 impl RequiredSecrets {
-    pub fn compile(
-        spec: &RequiredSecretsSpec,
-        field: &str,
-    ) -> Result<RequiredSecrets, (String, String)> {
+    pub fn compile(spec: &RequiredSecretsSpec, field: &str) -> Result<RequiredSecrets, FieldError> {
         if spec.secrets.is_empty() {
-            return Err((
+            return Err(FieldError::new(
                 format!("{field}.secrets"),
-                "list at least one Secret".into(),
+                "list at least one Secret",
             ));
         }
         for (i, s) in spec.secrets.iter().enumerate() {
             if s.name.is_empty() {
-                return Err((format!("{field}.secrets[{i}].name"), "required".into()));
+                return Err(FieldError::new(
+                    format!("{field}.secrets[{i}].name"),
+                    "required",
+                ));
             }
         }
         Ok(RequiredSecrets {
             secrets: spec.secrets.clone(),
         })
     }
+}
 
-    pub fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+impl Rule for RequiredSecrets {
+    fn acts_on(&self) -> Option<Vec<(&'static str, &'static str)>> {
+        Some(vec![HELM_RELEASE])
+    }
+
+    fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         let target_ns = super::str_at(ctx.object, "/spec/targetNamespace")
             .filter(|s| !s.is_empty())
             .unwrap_or(ctx.namespace());
