@@ -235,6 +235,15 @@ pub fn evaluate_in(
             ),
         });
     }
+    if mode == Mode::Validate
+        && let Some(finding) = policy_schema(req)
+    {
+        findings.push(Reported {
+            policy: "fluxadmit".into(),
+            rule: "policy-schema".into(),
+            finding,
+        });
+    }
     const DENIED: &str = "denied by fluxadmit: ";
     let mut message = String::new();
     let mut warnings = Vec::new();
@@ -258,6 +267,19 @@ pub fn evaluate_in(
         findings,
         matched,
     }
+}
+
+/// fluxadmit's own rule: a `DeploymentPolicy` resource that would not compile is denied at
+/// `kubectl apply`, with its field and reason, instead of being skipped by the watch later.
+fn policy_schema(req: &Request) -> Option<Finding> {
+    use crate::policy::model::{API_VERSION, KIND};
+    let group = API_VERSION.split('/').next().unwrap_or_default();
+    if req.group != group || req.kind != KIND || req.object.is_null() {
+        return None;
+    }
+    let source = format!("{KIND}/{}", req.name);
+    let e = crate::policy::load::compile_document(&source, req.object.clone()).err()?;
+    Some(Finding::error(e.field, e.reason))
 }
 
 fn is_error(r: &Reported) -> bool {

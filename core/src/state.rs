@@ -5,8 +5,6 @@ use crate::admission::{self, ReviewError};
 use crate::cluster::ClusterView;
 use crate::engine::{self, Mode, Outcome, World};
 use crate::policy::PolicySet;
-use crate::policy::model::{API_VERSION, KIND};
-use crate::rules::Finding;
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -58,7 +56,6 @@ impl Snapshot {
         if mode == Mode::Validate {
             // The validating webhook never returns a patch.
             outcome.verdict.patch = None;
-            check_policy_resource(&request, &mut outcome);
         }
         let review = admission::respond(&request, outcome.verdict.clone());
         let body = admission::to_json(review);
@@ -67,34 +64,5 @@ impl Snapshot {
             outcome,
             body,
         }
-    }
-}
-
-/// A `DeploymentPolicy` resource is itself validated: one that would not compile is denied at
-/// `kubectl apply` with its field and reason, instead of being skipped later.
-fn check_policy_resource(req: &admission::Request, outcome: &mut Outcome) {
-    let group = API_VERSION.split('/').next().unwrap_or_default();
-    if req.group != group || req.kind != KIND || req.object.is_null() {
-        return;
-    }
-    let source = format!("{KIND}/{}", req.name);
-    if let Err(e) = crate::policy::load::compile_document(&source, req.object.clone()) {
-        outcome.findings.push(engine::Reported {
-            policy: "fluxadmit".into(),
-            rule: "policy-schema".into(),
-            finding: Finding::error(e.field.clone(), e.reason.clone()),
-        });
-        let text = outcome
-            .findings
-            .last()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let v = &mut outcome.verdict;
-        v.message = if v.allowed {
-            format!("denied by fluxadmit: {text}")
-        } else {
-            format!("{}; {text}", v.message)
-        };
-        v.allowed = false;
     }
 }
