@@ -3,7 +3,7 @@
 
 use super::model::{API_VERSION, DeploymentPolicySpec, KIND};
 use super::{CompiledPolicy, PolicyError, PolicySet};
-use crate::cluster::load::{manifest_files, parse_manifests};
+use crate::cluster::load::{LoadError, manifest_files, parse_manifests};
 use crate::policy::FieldError;
 use crate::rules::CompiledRule;
 use serde_json::Value;
@@ -27,7 +27,7 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<(String, Value)>, PolicyE
         }
         if p.is_dir() {
             // `examples/` holds opt-in policies: load them by naming the directory.
-            let found = manifest_files(p).map_err(|e| io_err(p, e.to_string()))?;
+            let found = manifest_files(p)?;
             files.extend(found.into_iter().filter(|f| !is_under_examples(p, f)));
         } else if p.exists() {
             files.push(p.clone());
@@ -49,18 +49,54 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<(String, Value)>, PolicyE
 /// The documents of one policy text, as (source, document); a text that does not parse is an
 /// error naming `source` once.
 pub fn parse_documents(source: &str, text: &str) -> Result<Vec<(String, Value)>, PolicyError> {
-    let parsed = parse_manifests(Path::new(source), text).map_err(|e| PolicyError {
-        file: source.to_owned(),
-        policy: None,
-        field: String::new(),
-        // The loader's message starts with the path, which `file` already gives.
-        reason: e
-            .to_string()
-            .split_once(": ")
-            .map(|(_, r)| r.to_owned())
-            .unwrap_or_default(),
-    })?;
+    let parsed = parse_manifests(Path::new(source), text)?;
     Ok(parsed.into_iter().map(|d| (source.to_owned(), d)).collect())
+}
+
+impl From<LoadError> for PolicyError {
+    fn from(e: LoadError) -> PolicyError {
+        let (path, reason) = match e {
+            LoadError::Io { path, error } => (path, format!("cannot read: {error}")),
+            LoadError::Parse { path, doc, message } => (
+                path,
+                format!("document {doc}: not valid YAML/JSON: {message}"),
+            ),
+        };
+        PolicyError {
+            file: path.display().to_string(),
+            policy: None,
+            field: String::new(),
+            reason,
+        }
+    }
+}
+
+/// A policy set being built, by name: the one place a duplicate name is found.
+#[derive(Default)]
+struct Builder {
+    by_name: BTreeMap<String, CompiledPolicy>,
+}
+
+impl Builder {
+    /// Adds a policy; a name already taken is an error naming both sources.
+    fn add(&mut self, source: &str, policy: CompiledPolicy) -> Result<(), PolicyError> {
+        if let Some(prev) = self.by_name.get(&*policy.name) {
+            return Err(PolicyError {
+                file: source.to_owned(),
+                policy: Some(policy.name.to_string()),
+                field: "metadata.name".into(),
+                reason: format!("duplicate policy name (also defined in {})", prev.source),
+            });
+        }
+        self.by_name.insert(policy.name.to_string(), policy);
+        Ok(())
+    }
+
+    fn finish(self) -> PolicySet {
+        PolicySet {
+            policies: std::sync::Arc::new(self.by_name.into_values().collect()),
+        }
+    }
 }
 
 /// Compiles file policies (strict: any error fails) together with policies from
@@ -70,43 +106,18 @@ pub fn compile_with_resources(
     files: &[(String, Value)],
     resources: &[(String, Value)],
 ) -> Result<(PolicySet, Vec<PolicyError>), PolicyError> {
-    let mut by_name: BTreeMap<String, CompiledPolicy> = BTreeMap::new();
+    let mut set = Builder::default();
     for (file, doc) in files {
-        let policy = compile_document(file, doc.clone())?;
-        if let Some(prev) = by_name.get(&*policy.name) {
-            return Err(PolicyError {
-                file: file.clone(),
-                policy: Some(policy.name.to_string()),
-                field: "metadata.name".into(),
-                reason: format!("duplicate policy name (also defined in {})", prev.source),
-            });
-        }
-        by_name.insert(policy.name.to_string(), policy);
+        set.add(file, compile_document(file, doc.clone())?)?;
     }
     let mut rejected = Vec::new();
     for (source, doc) in resources {
-        match compile_document(source, doc.clone()) {
-            Ok(policy) => {
-                if let Some(prev) = by_name.get(&*policy.name) {
-                    rejected.push(PolicyError {
-                        file: source.clone(),
-                        policy: Some(policy.name.to_string()),
-                        field: "metadata.name".into(),
-                        reason: format!("duplicate policy name (also defined in {})", prev.source),
-                    });
-                } else {
-                    by_name.insert(policy.name.to_string(), policy);
-                }
-            }
-            Err(e) => rejected.push(e),
+        let added = compile_document(source, doc.clone()).and_then(|p| set.add(source, p));
+        if let Err(e) = added {
+            rejected.push(e);
         }
     }
-    Ok((
-        PolicySet {
-            policies: std::sync::Arc::new(by_name.into_values().collect()),
-        },
-        rejected,
-    ))
+    Ok((set.finish(), rejected))
 }
 
 fn is_under_examples(root: &Path, file: &Path) -> bool {
@@ -155,33 +166,16 @@ fn io_err(p: &Path, reason: String) -> PolicyError {
 
 /// Compiles (source, document) pairs into a set. Used for files and for YAML given in tests.
 pub fn compile_documents(docs: Vec<(String, Value)>) -> Result<PolicySet, PolicyError> {
-    let mut by_name: BTreeMap<String, CompiledPolicy> = BTreeMap::new();
+    let mut set = Builder::default();
     for (file, doc) in docs {
-        let policy = compile_document(&file, doc)?;
-        if let Some(prev) = by_name.get(&*policy.name) {
-            return Err(PolicyError {
-                file,
-                policy: Some(policy.name.to_string()),
-                field: "metadata.name".into(),
-                reason: format!("duplicate policy name (also defined in {})", prev.source),
-            });
-        }
-        by_name.insert(policy.name.to_string(), policy);
+        set.add(&file, compile_document(&file, doc)?)?;
     }
-    Ok(PolicySet {
-        policies: std::sync::Arc::new(by_name.into_values().collect()),
-    })
+    Ok(set.finish())
 }
 
 /// Parses one YAML text holding policies (for tests and `review` with inline policies).
 pub fn compile_yaml(source: &str, text: &str) -> Result<PolicySet, PolicyError> {
-    let docs = parse_manifests(Path::new(source), text).map_err(|e| PolicyError {
-        file: source.into(),
-        policy: None,
-        field: String::new(),
-        reason: e.to_string(),
-    })?;
-    compile_documents(docs.into_iter().map(|d| (source.to_owned(), d)).collect())
+    compile_documents(parse_documents(source, text)?)
 }
 
 /// Compiles one `DeploymentPolicy` document; `file` names its source in errors.
