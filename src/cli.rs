@@ -4,7 +4,7 @@ use crate::certs::{self, CertOptions};
 use crate::cluster::{ClusterView, Tracked, load_dir};
 use crate::engine::Mode;
 use crate::metrics::Metrics;
-use crate::policy::{PolicySet, load::load_paths};
+use crate::policy::PolicySet;
 use crate::server::http::{AppState, FailureMode};
 use crate::server::tls::CertFiles;
 use crate::server::{self, Options};
@@ -534,16 +534,26 @@ fn check_policy_paths(policies: &PolicyArgs) -> anyhow::Result<()> {
 
 /// Loads policies and state. A policy error is a usage error: exit code 2.
 pub fn load_snapshot(sources: &SourceArgs) -> Result<Snapshot, (ExitCode, anyhow::Error)> {
+    load_snapshot_and_policy_files(sources).map(|(snap, _)| snap)
+}
+
+/// As [`load_snapshot`], and the policy documents it compiled, for `serve --policy-resources`
+/// to compile again with the cluster's resources (the files are read once).
+fn load_snapshot_and_policy_files(
+    sources: &SourceArgs,
+) -> Result<(Snapshot, Vec<(String, serde_json::Value)>), (ExitCode, anyhow::Error)> {
     check_policy_paths(&sources.policy).map_err(|e| (ExitCode::from(2), e))?;
-    let policies: PolicySet = load_paths(&sources.policy.policies)
-        .map_err(|e| (ExitCode::from(2), anyhow::Error::new(e)))?;
+    let usage = |e: crate::policy::PolicyError| (ExitCode::from(2), anyhow::Error::new(e));
+    let files = crate::policy::load::read_documents(&sources.policy.policies).map_err(usage)?;
+    let policies: PolicySet =
+        crate::policy::load::compile_documents(files.clone()).map_err(usage)?;
     warn_policies(&policies);
     let view = if sources.state.is_empty() {
         ClusterView::default()
     } else {
         load_dir(&sources.state).map_err(|e| (ExitCode::from(2), anyhow::Error::new(e)))?
     };
-    Ok(Snapshot { policies, view })
+    Ok((Snapshot { policies, view }, files))
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -766,7 +776,7 @@ fn review_input(args: &ReviewArgs, body: Vec<u8>) -> Result<Vec<u8>, String> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let snap = match load_snapshot(&args.sources) {
+    let (snap, policy_files) = match load_snapshot_and_policy_files(&args.sources) {
         Ok(s) => s,
         Err((code, e)) => {
             eprintln!("error: {e:#}");
@@ -809,9 +819,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             kinds.push(Tracked::ConfigMap);
         }
         let files = if args.policy_resources {
-            Some(crate::policy::load::read_documents(
-                &args.sources.policy.policies,
-            )?)
+            Some(policy_files)
         } else {
             None
         };
