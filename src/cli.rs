@@ -537,11 +537,14 @@ pub fn load_snapshot(sources: &SourceArgs) -> Result<Snapshot, (ExitCode, anyhow
     load_snapshot_and_policy_files(sources).map(|(snap, _)| snap)
 }
 
+/// Policy documents as read from files: (source, document).
+type PolicyFiles = Vec<(String, serde_json::Value)>;
+
 /// As [`load_snapshot`], and the policy documents it compiled, for `serve --policy-resources`
 /// to compile again with the cluster's resources (the files are read once).
 fn load_snapshot_and_policy_files(
     sources: &SourceArgs,
-) -> Result<(Snapshot, Vec<(String, serde_json::Value)>), (ExitCode, anyhow::Error)> {
+) -> Result<(Snapshot, PolicyFiles), (ExitCode, anyhow::Error)> {
     check_policy_paths(&sources.policy).map_err(|e| (ExitCode::from(2), e))?;
     let usage = |e: crate::policy::PolicyError| (ExitCode::from(2), anyhow::Error::new(e));
     let files = crate::policy::load::read_documents(&sources.policy.policies).map_err(usage)?;
