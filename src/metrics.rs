@@ -83,10 +83,92 @@ const BUILTIN_RULES: [(&str, &str); 1] = [("fluxadmit", "policy-schema")];
 /// path (no allocation, a read lock); written only the first time a pair is seen.
 type FindingHandles = FxHashMap<String, FxHashMap<String, [Counter; 2]>>;
 
-/// The decisions the admission counter is labelled with.
-pub const DECISIONS: [&str; 5] = ["allowed", "warned", "patched", "denied", "unchecked"];
-/// The webhooks.
-pub const WEBHOOKS: [&str; 2] = ["validate", "mutate"];
+/// The webhook a review came to (the `webhook` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Webhook {
+    Validate,
+    Mutate,
+}
+
+impl Webhook {
+    pub const ALL: [Webhook; 2] = [Webhook::Validate, Webhook::Mutate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Webhook::Validate => "validate",
+            Webhook::Mutate => "mutate",
+        }
+    }
+}
+
+/// What a review was answered (the `decision` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    /// Allowed with warnings.
+    Warned,
+    /// Allowed with a patch.
+    Patched,
+    Denied,
+    /// Answered per the failure mode without evaluation (not ready).
+    Unchecked,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 5] = [
+        Decision::Allowed,
+        Decision::Warned,
+        Decision::Patched,
+        Decision::Denied,
+        Decision::Unchecked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Warned => "warned",
+            Decision::Patched => "patched",
+            Decision::Denied => "denied",
+            Decision::Unchecked => "unchecked",
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a request was answered with an HTTP error (the `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadRequest {
+    /// Over the body limit.
+    TooLarge,
+    /// The body did not arrive within the budget.
+    Timeout,
+    /// The body could not be read.
+    Read,
+    /// Not an AdmissionReview fluxadmit can answer.
+    Malformed,
+}
+
+impl BadRequest {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BadRequest::TooLarge => "too_large",
+            BadRequest::Timeout => "timeout",
+            BadRequest::Read => "read",
+            BadRequest::Malformed => "malformed",
+        }
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -179,20 +261,26 @@ impl Metrics {
         for kind in WATCHED_KINDS {
             let _ = watch_reduce_errors.get_or_create(&KindLabels { kind });
         }
-        let decision_counters = WEBHOOKS
+        // In `Webhook::ALL` × `Decision::ALL` order: see `admission`.
+        let decision_counters = Webhook::ALL
             .iter()
-            .flat_map(|w| DECISIONS.iter().map(move |d| (*w, *d)))
+            .flat_map(|w| Decision::ALL.iter().map(move |d| (*w, *d)))
             .map(|(webhook, decision)| {
                 requests
-                    .get_or_create(&DecisionLabels { webhook, decision })
+                    .get_or_create(&DecisionLabels {
+                        webhook: webhook.as_str(),
+                        decision: decision.as_str(),
+                    })
                     .clone()
             })
             .collect();
-        let duration_histograms = WEBHOOKS
+        let duration_histograms = Webhook::ALL
             .iter()
             .map(|w| {
                 duration
-                    .get_or_create(&WebhookLabels { webhook: w })
+                    .get_or_create(&WebhookLabels {
+                        webhook: w.as_str(),
+                    })
                     .clone()
             })
             .collect();
@@ -281,15 +369,23 @@ impl Metrics {
     }
 
     /// Counts one answered review and its latency.
-    pub fn admission(&self, webhook: &str, decision: &str, seconds: Option<f64>) {
-        let w = WEBHOOKS.iter().position(|x| *x == webhook).unwrap_or(0);
-        let d = DECISIONS.iter().position(|x| *x == decision).unwrap_or(0);
-        if let Some(c) = self.decision_counters.get(w * DECISIONS.len() + d) {
+    pub fn admission(&self, webhook: Webhook, decision: Decision, seconds: Option<f64>) {
+        let (w, d) = (webhook as usize, decision as usize);
+        if let Some(c) = self.decision_counters.get(w * Decision::ALL.len() + d) {
             c.inc();
         }
         if let (Some(secs), Some(h)) = (seconds, self.duration_histograms.get(w)) {
             h.observe(secs);
         }
+    }
+
+    /// Counts a request answered with an HTTP error.
+    pub fn bad_request(&self, reason: BadRequest) {
+        self.bad_requests
+            .get_or_create(&ErrorLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

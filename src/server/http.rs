@@ -2,7 +2,7 @@
 //! socket, so tests drive it with `tower::ServiceExt::oneshot`.
 
 use crate::engine::Mode;
-use crate::metrics::{ErrorLabels, Metrics};
+use crate::metrics::{BadRequest, Decision, Metrics, Webhook};
 use crate::state::Snapshot;
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -145,7 +145,14 @@ async fn mutate(State(s): State<Arc<AppState>>, req: Request) -> Response {
 fn not_ready(s: &AppState, mode: Mode, body: &[u8]) -> Response {
     let req = match crate::admission::parse_review(body) {
         Ok(r) => r,
-        Err(e) => return bad(&s.metrics, "malformed", StatusCode::BAD_REQUEST, e),
+        Err(e) => {
+            return bad(
+                &s.metrics,
+                BadRequest::Malformed,
+                StatusCode::BAD_REQUEST,
+                e,
+            );
+        }
     };
     let why = "fluxadmit is not ready (cluster view not synced)";
     let verdict = match (mode, s.failure) {
@@ -168,9 +175,9 @@ fn not_ready(s: &AppState, mode: Mode, body: &[u8]) -> Response {
         },
     };
     let decision = if verdict.allowed {
-        "unchecked"
+        Decision::Unchecked
     } else {
-        "denied"
+        Decision::Denied
     };
     s.metrics.admission(webhook(mode), decision, None);
     tracing::info!(
@@ -187,23 +194,20 @@ fn not_ready(s: &AppState, mode: Mode, body: &[u8]) -> Response {
     resp
 }
 
-fn webhook(mode: Mode) -> &'static str {
+fn webhook(mode: Mode) -> Webhook {
     match mode {
-        Mode::Validate => "validate",
-        Mode::Mutate => "mutate",
+        Mode::Validate => Webhook::Validate,
+        Mode::Mutate => Webhook::Mutate,
     }
 }
 
 fn bad(
     metrics: &Metrics,
-    reason: &'static str,
+    reason: BadRequest,
     status: StatusCode,
     message: impl std::fmt::Display,
 ) -> Response {
-    metrics
-        .bad_requests
-        .get_or_create(&ErrorLabels { reason })
-        .inc();
+    metrics.bad_request(reason);
     error(status, message)
 }
 
@@ -218,7 +222,7 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
     if declared.is_some_and(|n| n > s.max_body) {
         return bad(
             m,
-            "too_large",
+            BadRequest::TooLarge,
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body over the {} byte limit", s.max_body),
         );
@@ -228,7 +232,7 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
         Err(_) => {
             return bad(
                 m,
-                "timeout",
+                BadRequest::Timeout,
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "request body not received within {:?}; the API server's failurePolicy applies",
@@ -239,7 +243,7 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return bad(
                 m,
-                "too_large",
+                BadRequest::TooLarge,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body over the {} byte limit", s.max_body),
             );
@@ -247,7 +251,7 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
         Ok(Err(e)) => {
             return bad(
                 m,
-                "read",
+                BadRequest::Read,
                 StatusCode::BAD_REQUEST,
                 format!("cannot read body: {e}"),
             );
@@ -260,7 +264,7 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
     }
     let request = match crate::admission::parse_review(&bytes) {
         Ok(r) => r,
-        Err(e) => return bad(m, "malformed", StatusCode::BAD_REQUEST, e),
+        Err(e) => return bad(m, BadRequest::Malformed, StatusCode::BAD_REQUEST, e),
     };
     // A dependency the view has not seen may be brand new: confirm with a live read.
     let mut extra = None;
@@ -279,13 +283,13 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
     let r = &answer.request;
     let v = &answer.outcome.verdict;
     let decision = if !v.allowed {
-        "denied"
+        Decision::Denied
     } else if v.patch.as_ref().is_some_and(|p| !p.0.is_empty()) {
-        "patched"
+        Decision::Patched
     } else if !v.warnings.is_empty() {
-        "warned"
+        Decision::Warned
     } else {
-        "allowed"
+        Decision::Allowed
     };
     m.admission(webhook(mode), decision, Some(elapsed.as_secs_f64()));
     let findings = &answer.outcome.findings;
