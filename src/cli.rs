@@ -297,7 +297,8 @@ pub const LOG_BUFFER_LINES: usize = 8192;
 /// Installs the process's subscriber: logs go to stderr through a non-blocking writer, with
 /// ANSI colours only when stderr is a terminal (and `NO_COLOR` is unset). The guard flushes
 /// the buffered lines when dropped: keep it until the process ends.
-fn init_logging(
+/// Logs to stderr as `fluxadmit` does (colour on a terminal only); keep the guard to the end.
+pub fn init_logging(
     format: LogFormat,
     filter: &str,
 ) -> Option<tracing_appender::non_blocking::WorkerGuard> {

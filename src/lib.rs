@@ -19,7 +19,7 @@ pub use cli::main;
 
 // Running the server in-process, as the benchmarks and the integration tests do.
 pub use certs::{Bundle, CertOptions, generate as generate_certs, write as write_certs};
-pub use cli::{LogFormat, log_dispatch, parse_duration};
+pub use cli::{LogFormat, init_logging, log_dispatch, parse_duration};
 pub use metrics::{Metrics, log_lines_dropped};
 pub use server::http::{AppState, MAX_BODY};
 pub use server::tls::CertFiles;
