@@ -12,7 +12,12 @@ use std::process::ExitCode;
 struct Cli {
     /// Log format of this process (the in-process fluxadmit server logs as `serve` does:
     /// `FLUXADMIT_BENCH_SERVER_LOG`, see `load`).
-    #[arg(long, global = true, env = "FLUXADMIT_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLUXADMIT_LOG_FORMAT",
+        default_value = "text"
+    )]
     log_format: fluxadmit::LogFormat,
     /// Log filter of this process (tracing env-filter syntax).
     #[arg(long, global = true, env = "FLUXADMIT_LOG", default_value = "info")]
