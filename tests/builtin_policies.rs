@@ -449,7 +449,7 @@ fn a_policy_error_in_a_file_beside_builtin_names_both_sources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_from_an_empty_directory_denies_the_cycle_and_exits_zero_on_sigterm() {
     let cwd = tempfile::tempdir().unwrap();
-    let (port, mport) = (common::free_port(), common::free_port());
+    let [port, mport] = common::free_ports::<2>();
     let child = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
         .args(["serve", "--drain", "300ms"])
         .args(["--addr", &format!("127.0.0.1:{port}")])

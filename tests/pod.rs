@@ -99,7 +99,7 @@ async fn serves_as_the_pod_user_from_read_only_mounts() {
     }
     read_only(&policies);
 
-    let (port, mport) = (common::free_port(), common::free_port());
+    let [port, mport] = common::free_ports::<2>();
     let mut child = pod_command(base.path(), &cwd)
         .args(["serve", "--log-format", "json", "--drain", "300ms"])
         .args(["--addr", &format!("127.0.0.1:{port}")])

@@ -24,7 +24,7 @@ async fn serve_logs_no_secret_and_exits_zero_on_sigterm() {
     )
     .unwrap();
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let (port, mport) = (common::free_port(), common::free_port());
+    let [port, mport] = common::free_ports::<2>();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
         .args([
             "serve",
@@ -54,7 +54,7 @@ async fn serve_logs_no_secret_and_exits_zero_on_sigterm() {
 
     // Wait for the generated CA and the listener.
     let ca_path = dir.path().join("certs/ca.crt");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let client = loop {
         if let Ok(ca) = std::fs::read_to_string(&ca_path)
             && let Ok(c) = common::connect(
@@ -180,7 +180,7 @@ async fn serve_text_logs_one_line_per_decision_without_colour() {
     )
     .unwrap();
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let (port, mport) = (common::free_port(), common::free_port());
+    let [port, mport] = common::free_ports::<2>();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
         .args(["serve", "--drain", "200ms"])
         .args([
