@@ -39,8 +39,14 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 /// Which server is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Server {
+    /// The floor server, in this process.
     Floor,
+    /// fluxadmit's server in this process, with the generated view and the 9 policies.
     Fluxadmit,
+    /// The `fluxadmit` binary as a user starts it: `fluxadmit serve` in its own process, from
+    /// an empty working directory, with its defaults (built-in policies, empty view, log at
+    /// info on stderr, here a file) and only `--cert-dir` and loopback addresses given.
+    Serve,
 }
 
 impl Server {
@@ -48,6 +54,7 @@ impl Server {
         match self {
             Server::Floor => "floor",
             Server::Fluxadmit => "fluxadmit",
+            Server::Serve => "fluxadmit serve",
         }
     }
 }
@@ -261,6 +268,76 @@ pub async fn start_floor(
         }
     });
     Ok((addr, task))
+}
+
+// ---------------------------------------------------------------------------------------------
+// `fluxadmit serve` in its own process.
+
+/// A running `fluxadmit serve`; killed and reaped on drop.
+pub struct ServeProcess {
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    child: std::process::Child,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the `fluxadmit` binary as a user would: from an empty working directory, with its
+/// defaults, given only the certificate directory (the run's, whose CA the load generator
+/// trusts) and loopback addresses. Returns once `/readyz` answers 200 (within 30 s).
+pub fn start_serve(
+    tmp: &Path,
+    connector: &TlsConnector,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<ServeProcess> {
+    let exe = crate::startup::fluxadmit_binary()?;
+    let cwd = tmp.join("serve-cwd");
+    std::fs::create_dir_all(&cwd)?;
+    let [port, metrics] = crate::startup::free_ports::<2>()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let log = tmp.join("serve.log");
+    let child = std::process::Command::new(&exe)
+        .current_dir(&cwd)
+        .env_remove("RUST_LOG")
+        .arg("serve")
+        .arg("--cert-dir")
+        .arg(tmp)
+        .arg("--addr")
+        .arg(addr.to_string())
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{metrics}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let mut serve = ServeProcess { addr, log, child };
+    let start = Instant::now();
+    loop {
+        if let Some(status) = serve.child.try_wait()? {
+            let tail = std::fs::read_to_string(&serve.log).unwrap_or_default();
+            bail!("{} serve exited early ({status}):\n{tail}", exe.display());
+        }
+        let ready = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                crate::startup::readyz(addr, connector),
+            )
+            .await
+        });
+        if let Ok(Ok(200)) = ready {
+            return Ok(serve);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("{} serve: not ready within 30 s", exe.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -575,6 +652,17 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
                         }),
                     )
                 }
+                Server::Serve => {
+                    let child = start_serve(tmp.path(), &h1, &client_rt)?;
+                    let addr = child.addr;
+                    (
+                        addr,
+                        Box::new(move || {
+                            drop(child);
+                            Ok(())
+                        }),
+                    )
+                }
                 Server::Fluxadmit => {
                     let t = Instant::now();
                     let snap = Snapshot {
@@ -626,7 +714,7 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
             for &scenario in &cfg.scenarios {
                 let (body, uid) = body_of(scenario);
                 let p = client_rt.block_on(probe(addr, &h1, scenario, &body, uid))?;
-                if server == Server::Fluxadmit && scenario == Scenario::HrDenied && p.allowed {
+                if server != Server::Floor && scenario == Scenario::HrDenied && p.allowed {
                     bail!("{}: fluxadmit admitted the denied body", scenario.name());
                 }
                 probes.push((server, scenario, p));
@@ -746,6 +834,30 @@ pub fn markdown(cfg: &LoadConfig, rows: &[Row], probes: &Probes) -> String {
         generate::deployment_update_review("bench-update-0001").len(),
         generate::helmrelease_denied_review(&size, "bench-denied-0001").len()
     );
+    for &server in cfg.servers.iter().filter(|&&s| s != Server::Floor) {
+        if cfg.servers.len() > 2 {
+            let _ = writeln!(out, "\n{}:\n", server.name());
+        }
+        table(&mut out, rows, server);
+    }
+    out.push_str("\nAnswers (one probe request per server and body):\n\n");
+    for (s, sc, p) in probes {
+        let _ = writeln!(
+            out,
+            "- {} {}: allowed={} patch={} warnings={}",
+            s.name(),
+            sc.name(),
+            p.allowed,
+            p.patch,
+            p.warnings
+        );
+    }
+    out
+}
+
+/// One markdown table: the floor against `server`, cell by cell.
+fn table(out: &mut String, rows: &[Row], server: Server) {
+    use std::fmt::Write as _;
     out.push_str("| body | proto | conns | floor req/s | fluxadmit req/s | thr. ratio | floor p50 µs | fluxadmit p50 µs | floor p99 µs | fluxadmit p99 µs | p99 ratio | floor p99.9 µs | fluxadmit p99.9 µs | errors |\n");
     out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     let find = |s: Server, r: &Row| {
@@ -759,12 +871,12 @@ pub fn markdown(cfg: &LoadConfig, rows: &[Row], probes: &Probes) -> String {
     let mut seen = Vec::new();
     for r in rows {
         let key = (r.proto, r.connections, r.scenario);
-        if seen.contains(&key) {
+        if r.server != server || seen.contains(&key) {
             continue;
         }
         seen.push(key);
         let f = find(Server::Floor, r);
-        let x = find(Server::Fluxadmit, r);
+        let x = find(server, r);
         let cell = |o: Option<&Row>, g: fn(&Row) -> f64, prec: usize| {
             o.map_or("–".to_owned(), |r| format!("{:.*}", prec, g(r)))
         };
@@ -792,19 +904,6 @@ pub fn markdown(cfg: &LoadConfig, rows: &[Row], probes: &Probes) -> String {
             errors,
         );
     }
-    out.push_str("\nAnswers (one probe request per server and body):\n\n");
-    for (s, sc, p) in probes {
-        let _ = writeln!(
-            out,
-            "- {} {}: allowed={} patch={} warnings={}",
-            s.name(),
-            sc.name(),
-            p.allowed,
-            p.patch,
-            p.warnings
-        );
-    }
-    out
 }
 
 #[cfg(test)]
@@ -824,20 +923,25 @@ mod tests {
                 Scenario::HrValidate,
                 Scenario::HrDenied,
             ],
-            servers: vec![Server::Floor, Server::Fluxadmit],
+            servers: vec![Server::Floor, Server::Fluxadmit, Server::Serve],
             h2_connections: 1,
             server_threads: 1,
             client_threads: 1,
         };
         let (rows, probes) = run(&cfg).unwrap();
-        assert_eq!(rows.len(), 12);
+        assert_eq!(rows.len(), 18);
         for r in &rows {
             assert!(r.requests > 0, "{r:?}");
             assert_eq!(r.errors, 0, "{r:?}");
             assert!(r.p50_us > 0.0 && r.p99_us >= r.p50_us, "{r:?}");
         }
         for (s, sc, p) in &probes {
-            let denied = *s == Server::Fluxadmit && *sc == Scenario::HrDenied;
+            // `serve` has an empty view: the HelmRelease's dependencies are missing there too.
+            let denied = match s {
+                Server::Floor => false,
+                Server::Fluxadmit => *sc == Scenario::HrDenied,
+                Server::Serve => *sc != Scenario::DeployMutate,
+            };
             assert_eq!(p.allowed, !denied, "{s:?} {sc:?} {p:?}");
         }
         let patched = probes
@@ -846,5 +950,6 @@ mod tests {
         assert!(patched, "{probes:?}");
         let md = markdown(&cfg, &rows, &probes);
         assert!(md.contains("| Deployment /mutate | HTTP/2 | 2 |"), "{md}");
+        assert!(md.contains("\nfluxadmit serve:\n"), "{md}");
     }
 }

@@ -166,8 +166,20 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// `N` distinct free loopback ports: every listener is held until all are picked.
+pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ports = [0; N];
+    for (p, l) in ports.iter_mut().zip(&listeners) {
+        *p = l.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
 /// One GET /readyz on a new connection: the status code.
-async fn readyz(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Result<u16> {
+pub async fn readyz(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Result<u16> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let name = ServerName::try_from("localhost")?.to_owned();
     let tls = connector.connect(name, tcp).await?;
@@ -327,7 +339,13 @@ pub fn fluxadmit_binary() -> anyhow::Result<std::path::PathBuf> {
         return Ok(p.into());
     }
     let me = std::env::current_exe().context("locating this benchmark's binary")?;
-    let exe = me.with_file_name("fluxadmit");
+    let mut exe = me.with_file_name("fluxadmit");
+    // A test binary runs from target/<profile>/deps; the binary is one level up.
+    if !exe.is_file()
+        && let Some(up) = me.parent().and_then(Path::parent)
+    {
+        exe = up.join("fluxadmit");
+    }
     anyhow::ensure!(
         exe.is_file(),
         "{} not found: build it (`cargo build --release`) or set FLUXADMIT_BIN",
