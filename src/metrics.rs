@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use rustc_hash::FxHashMap;
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError};
 use tracing_appender::non_blocking::ErrorCounter;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,7 +179,9 @@ pub struct Metrics {
     pub duration: Family<WebhookLabels, Histogram>,
     pub bad_requests: Family<ErrorLabels, Counter>,
     pub findings: Family<FindingLabels, Counter>,
-    finding_handles: RwLock<FindingHandles>,
+    /// Read without a lock on the request path; replaced whole when a rule is first counted.
+    finding_handles: arc_swap::ArcSwap<FindingHandles>,
+    finding_insert: Mutex<()>,
     pub policies: Gauge,
     pub view_objects: Gauge,
     pub tls_reloads: Counter,
@@ -292,7 +294,8 @@ impl Metrics {
             duration,
             bad_requests,
             findings,
-            finding_handles: RwLock::new(FxHashMap::default()),
+            finding_handles: arc_swap::ArcSwap::from_pointee(FxHashMap::default()),
+            finding_insert: Mutex::new(()),
             policies,
             view_objects,
             tls_reloads,
@@ -319,40 +322,66 @@ impl Metrics {
     /// Counts one finding. `policy` and `rule` are the names the engine copied from the
     /// policy set that produced the finding (or fluxadmit's own), never request content.
     pub fn finding(&self, policy: &str, rule: &str, level: Level) {
+        self.findings([(policy, rule, level)]);
+    }
+
+    /// Counts a request's findings: a run of equal (policy, rule, level), as one rule's
+    /// findings come, is one increment.
+    pub fn findings<'a>(&self, items: impl IntoIterator<Item = (&'a str, &'a str, Level)>) {
+        let handles = self.finding_handles.load();
+        let mut run: Option<((&str, &str, Level), u64)> = None;
+        for item in items {
+            match &mut run {
+                Some((key, n)) if *key == item => *n += 1,
+                _ => {
+                    if let Some((key, n)) = run.replace((item, 1)) {
+                        self.count_findings(&handles, key, n);
+                    }
+                }
+            }
+        }
+        if let Some((key, n)) = run {
+            self.count_findings(&handles, key, n);
+        }
+    }
+
+    fn count_findings(
+        &self,
+        handles: &FindingHandles,
+        (policy, rule, level): (&str, &str, Level),
+        n: u64,
+    ) {
         let i = level_index(level);
-        let known = self
-            .finding_handles
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(policy)
-            .and_then(|rules| rules.get(rule))
-            .map(|c| c[i].clone());
-        match known {
-            Some(c) => c.inc(),
-            None => self.finding_counters(policy, rule)[i].inc(),
+        match handles.get(policy).and_then(|rules| rules.get(rule)) {
+            Some(c) => c[i].inc_by(n),
+            None => self.finding_counters(policy, rule)[i].inc_by(n),
         };
     }
 
     fn finding_counters(&self, policy: &str, rule: &str) -> [Counter; 2] {
-        let mut map = self
-            .finding_handles
-            .write()
+        let _one_writer = self
+            .finding_insert
+            .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        map.entry(policy.to_owned())
-            .or_default()
-            .entry(rule.to_owned())
-            .or_insert_with(|| {
-                LEVELS.map(|level| {
-                    self.findings
-                        .get_or_create(&FindingLabels {
-                            policy: policy.to_owned(),
-                            rule: rule.to_owned(),
-                            level,
-                        })
-                        .clone()
+        let current = self.finding_handles.load_full();
+        if let Some(c) = current.get(policy).and_then(|rules| rules.get(rule)) {
+            return c.clone();
+        }
+        let counters = LEVELS.map(|level| {
+            self.findings
+                .get_or_create(&FindingLabels {
+                    policy: policy.to_owned(),
+                    rule: rule.to_owned(),
+                    level,
                 })
-            })
-            .clone()
+                .clone()
+        });
+        let mut next = (*current).clone();
+        next.entry(policy.to_owned())
+            .or_default()
+            .insert(rule.to_owned(), counters.clone());
+        self.finding_handles.store(std::sync::Arc::new(next));
+        counters
     }
 
     /// Counts one watched object left out of the view because it could not be read. `kind` is

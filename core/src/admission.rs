@@ -367,17 +367,34 @@ pub fn respond(req: &Request, verdict: Verdict) -> AdmissionReview<DynamicObject
 pub fn to_json(mut review: AdmissionReview<DynamicObject>) -> Vec<u8> {
     use base64::Engine as _;
     let patch = review.response.as_mut().and_then(|r| r.patch.take());
-    let out = match (patch, &review.response) {
-        (Some(bytes), Some(response)) => serde_json::to_vec(&WithPatch {
-            types: &review.types,
-            response: PatchedResponse {
-                response,
-                patch: base64::engine::general_purpose::STANDARD.encode(bytes),
+    // Sized once: a denial carries its message and warnings (a kilobyte or more).
+    let size = review.response.as_ref().map_or(0, |r| {
+        r.result.message.len()
+            + r.warnings
+                .iter()
+                .flatten()
+                .map(|w| w.len() + 3)
+                .sum::<usize>()
+            + patch.as_ref().map_or(0, |p| p.len() * 4 / 3 + 4)
+    });
+    let mut out = Vec::with_capacity(size + 256);
+    let written = match (patch, &review.response) {
+        (Some(bytes), Some(response)) => serde_json::to_writer(
+            &mut out,
+            &WithPatch {
+                types: &review.types,
+                response: PatchedResponse {
+                    response,
+                    patch: base64::engine::general_purpose::STANDARD.encode(bytes),
+                },
             },
-        }),
-        _ => serde_json::to_vec(&review),
+        ),
+        _ => serde_json::to_writer(&mut out, &review),
     };
-    out.unwrap_or_else(|e| format!(r#"{{"error":"cannot serialize response: {e}"}}"#).into_bytes())
+    match written {
+        Ok(()) => out,
+        Err(e) => format!(r#"{{"error":"cannot serialize response: {e}"}}"#).into_bytes(),
+    }
 }
 
 /// A response review whose patch (taken out of the kube-rs response) is written as base64.

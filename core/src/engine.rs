@@ -29,13 +29,29 @@ pub struct Reported {
     pub finding: Finding,
 }
 
+impl Reported {
+    /// Appends `policy/rule: path: message` (the path part only when there is one): the form
+    /// of a warning, and of each part of a denial message.
+    pub fn write_to(&self, out: &mut String) {
+        let f = &self.finding;
+        out.reserve(self.policy.len() + self.rule.len() + f.path.len() + f.message.len() + 5);
+        out.push_str(&self.policy);
+        out.push('/');
+        out.push_str(&self.rule);
+        out.push_str(": ");
+        if !f.path.is_empty() {
+            out.push_str(&f.path);
+            out.push_str(": ");
+        }
+        out.push_str(&f.message);
+    }
+}
+
 impl std::fmt::Display for Reported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}: ", self.policy, self.rule)?;
-        if !self.finding.path.is_empty() {
-            write!(f, "{}: ", self.finding.path)?;
-        }
-        f.write_str(&self.finding.message)
+        let mut s = String::new();
+        self.write_to(&mut s);
+        f.write_str(&s)
     }
 }
 
@@ -251,9 +267,13 @@ pub fn evaluate_in(
         match r.finding.level {
             Level::Error => {
                 message.push_str(if message.is_empty() { DENIED } else { "; " });
-                let _ = write!(message, "{r}");
+                r.write_to(&mut message);
             }
-            Level::Warning => warnings.push(r.to_string()),
+            Level::Warning => {
+                let mut w = String::new();
+                r.write_to(&mut w);
+                warnings.push(w);
+            }
         }
     }
     let allowed = message.is_empty();

@@ -18,6 +18,13 @@ use crate::policy::FieldError;
 use crate::policy::model::RuleSpec;
 use serde_json::Value;
 
+/// `field[i]`: a list entry's path, without the formatting machinery (paths are built for every
+/// entry a rule looks at).
+pub(crate) fn indexed(field: &str, i: usize) -> String {
+    let mut digits = itoa::Buffer::new();
+    [field, "[", digits.format(i), "]"].concat()
+}
+
 /// How serious a finding is before the policy's action applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {

@@ -293,9 +293,11 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
     };
     m.admission(webhook(mode), decision, Some(elapsed.as_secs_f64()));
     let findings = &answer.outcome.findings;
-    for f in findings {
-        m.finding(&f.policy, &f.rule, f.finding.level);
-    }
+    m.findings(
+        findings
+            .iter()
+            .map(|f| (&*f.policy, &*f.rule, f.finding.level)),
+    );
     // One line per decision: denials and warnings at info, the rest at debug. The line goes
     // to the non-blocking writer (`cli::log_dispatch`): formatting it is all the request pays.
     macro_rules! decision_line {
@@ -328,30 +330,56 @@ pub struct FindingsJson<'a>(pub &'a [crate::engine::Reported]);
 
 impl std::fmt::Display for FindingsJson<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        /// One finding as `{policy, rule, level, path, message}`.
-        struct Item<'a>(&'a crate::engine::Reported);
-        impl serde::Serialize for Item<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::SerializeMap as _;
-                let r = self.0;
-                let mut m = s.serialize_map(Some(5))?;
-                m.serialize_entry("policy", &*r.policy)?;
-                m.serialize_entry("rule", &*r.rule)?;
-                m.serialize_entry("level", crate::metrics::level_name(r.finding.level))?;
-                m.serialize_entry("path", &r.finding.path)?;
-                m.serialize_entry("message", &r.finding.message)?;
-                m.end()
+        // Written into one buffer of the right size, then handed over once (the formatter
+        // behind a log line is reached through `dyn Write`).
+        let size: usize = self
+            .0
+            .iter()
+            .map(|r| r.policy.len() + r.rule.len() + r.finding.path.len() + r.finding.message.len())
+            .sum();
+        let mut out = Vec::with_capacity(size + 72 * self.0.len() + 2);
+        out.push(b'[');
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
+            out.extend_from_slice(b"{\"policy\":");
+            json_string(&mut out, &r.policy);
+            out.extend_from_slice(b",\"rule\":");
+            json_string(&mut out, &r.rule);
+            out.extend_from_slice(b",\"level\":\"");
+            out.extend_from_slice(crate::metrics::level_name(r.finding.level).as_bytes());
+            out.extend_from_slice(b"\",\"path\":");
+            json_string(&mut out, &r.finding.path);
+            out.extend_from_slice(b",\"message\":");
+            json_string(&mut out, &r.finding.message);
+            out.push(b'}');
         }
-        struct All<'a>(&'a [crate::engine::Reported]);
-        impl serde::Serialize for All<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_seq(self.0.iter().map(Item))
-            }
+        out.push(b']');
+        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+/// Appends `s` as a JSON string: as it is, in quotes, when nothing in it needs escaping (JSON
+/// escapes only `"`, `\` and control characters), else as serde_json escapes it.
+pub fn json_string(out: &mut Vec<u8>, s: &str) {
+    // No early exit: the whole scan vectorizes.
+    let plain = !s.bytes().fold(false, |esc, b| {
+        esc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        use serde::Serializer as _;
+        if serde_json::Serializer::new(&mut *out)
+            .serialize_str(s)
+            .is_err()
+        {
+            out.extend_from_slice(b"\"\"");
         }
-        // Serialized whole, then written once (serde_json writes in many small pieces).
-        let json = serde_json::to_string(&All(self.0)).map_err(|_| std::fmt::Error)?;
-        f.write_str(&json)
     }
 }
 
@@ -365,6 +393,57 @@ impl std::fmt::Debug for FindingsJson<'_> {
 mod tests {
     use super::*;
     use tower::ServiceExt as _;
+
+    #[test]
+    fn findings_json_is_what_serde_json_writes() {
+        use fluxadmit_core::rules::{Finding, Level};
+        let tricky = [
+            "plain",
+            "",
+            "Secret \"a\" in ns \\ back",
+            "tab\tnew\nline\u{1}\u{1f}",
+            "ünïcödé → ✓ \u{7f}",
+        ];
+        let findings: Vec<crate::engine::Reported> = tricky
+            .iter()
+            .enumerate()
+            .map(|(i, t)| crate::engine::Reported {
+                policy: (*t).into(),
+                rule: format!("rule-{i}").into(),
+                finding: Finding {
+                    level: if i % 2 == 0 {
+                        Level::Error
+                    } else {
+                        Level::Warning
+                    },
+                    ..Finding::error(*t, *t)
+                },
+            })
+            .collect();
+        let expected: Vec<serde_json::Value> = findings
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "policy": &*r.policy, "rule": &*r.rule,
+                    "level": crate::metrics::level_name(r.finding.level),
+                    "path": r.finding.path, "message": r.finding.message,
+                })
+            })
+            .collect();
+        let written = FindingsJson(&findings).to_string();
+        let parsed: serde_json::Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(parsed, serde_json::Value::Array(expected));
+        // Byte for byte as serde_json writes the same strings.
+        for t in tricky {
+            let mut out = Vec::new();
+            json_string(&mut out, t);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(t).unwrap()
+            );
+        }
+        assert_eq!(FindingsJson(&[]).to_string(), "[]");
+    }
 
     const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-7",
         "kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},

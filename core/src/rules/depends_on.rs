@@ -49,10 +49,19 @@ impl DependsOn {
                 kind.name()
             )
         } else {
-            format!(
-                "{} {key} not found; {me} will not reconcile until it exists and is ready",
-                kind.name()
-            )
+            [
+                kind.name(),
+                " ",
+                &key.namespace,
+                "/",
+                &key.name,
+                " not found; ",
+                &me.namespace,
+                "/",
+                &me.name,
+                " will not reconcile until it exists and is ready",
+            ]
+            .concat()
         };
         match self.missing {
             Severity::Deny => out.push(Finding::error(path, message).on_other()),
@@ -156,8 +165,10 @@ impl Rule for DependsOn {
         }
 
         let mut deps: Vec<ObjKey> = Vec::with_capacity(items.len());
+        // Whether any dependency resolves: a cycle through this object needs one that does.
+        let mut any_present = false;
         for (i, item) in items.iter().enumerate() {
-            let path = format!("spec.dependsOn[{i}]");
+            let path = super::indexed("spec.dependsOn", i);
             let Some(name) = item
                 .get("name")
                 .and_then(Value::as_str)
@@ -205,7 +216,10 @@ impl Rule for DependsOn {
                 self.check_ready_expr(expr, &path, out);
             }
             match ctx.flux_object(kind, dep_ns, name) {
-                Some(dep) => self.check_tier(&me, &my_tier, &key, dep, &path, out),
+                Some(dep) => {
+                    any_present = true;
+                    self.check_tier(&me, &my_tier, &key, dep, &path, out);
+                }
                 None => {
                     let as_other = ctx.flux_object(kind.other(), dep_ns, name).is_some();
                     self.report_missing(kind, &me, &key, as_other, &path, out);
@@ -221,6 +235,7 @@ impl Rule for DependsOn {
         // Searching from both ends needs the reverse edges, which the view keeps; objects from a
         // live read (rare) have none, so then the search goes forward only.
         let cycle = match ctx.extra {
+            _ if !any_present => None,
             None => {
                 graph::find_cycle_bidirectional(&me, &deps, edges, |k| ctx.view.dependents(kind, k))
             }

@@ -71,10 +71,16 @@ impl ReferencedSecrets {
                 out.push(
                     Finding::error(
                         &r.path,
-                        format!(
-                            "{} {}/{} not found; Flux reads it in namespace {:?}",
-                            r.kind, r.namespace, r.name, r.namespace
-                        ),
+                        [
+                            r.kind,
+                            " ",
+                            r.namespace,
+                            "/",
+                            r.name,
+                            " not found; Flux reads it from namespace ",
+                            r.namespace,
+                        ]
+                        .concat(),
                     )
                     .on_other(),
                 );
@@ -220,7 +226,7 @@ fn references<'a>(kind: FluxKind, obj: &'a Value, ns: &'a str) -> Vec<Reference<
                     kind,
                     name,
                     namespace: ns,
-                    path: format!("spec.valuesFrom[{i}]"),
+                    path: super::indexed("spec.valuesFrom", i),
                     need: Need::Key(key),
                     optional,
                 });
@@ -267,7 +273,7 @@ fn references<'a>(kind: FluxKind, obj: &'a Value, ns: &'a str) -> Vec<Reference<
                     kind,
                     name,
                     namespace: ns,
-                    path: format!("spec.postBuild.substituteFrom[{i}]"),
+                    path: super::indexed("spec.postBuild.substituteFrom", i),
                     need: Need::VariableNames,
                     optional,
                 });
