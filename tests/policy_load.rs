@@ -241,7 +241,7 @@ fn a_deployment_policy_resource_that_does_not_compile_is_denied_at_admission() {
     assert_eq!(v["response"]["allowed"], false);
     let msg = v["response"]["status"]["message"].as_str().unwrap();
     assert!(
-        msg.contains("spec.rules[0].podSecurity.level: unknown level \"strict\""),
+        msg.contains("spec.rules[0].podSecurity.level: unknown variant `strict`, expected one of `privileged`, `baseline`, `restricted`"),
         "{msg}"
     );
 

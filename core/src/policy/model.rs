@@ -7,6 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use crate::pss::Level as PodSecurityLevel;
+
 pub const API_VERSION: &str = "fluxadmit.io/v1alpha1";
 pub const KIND: &str = "DeploymentPolicy";
 
@@ -204,11 +206,11 @@ pub struct ExpressionSpec {
 }
 
 /// Pod Security Standards for Pods and every pod template.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodSecuritySpec {
-    /// `baseline` or `restricted`.
-    pub level: String,
+    /// `baseline` or `restricted` (`privileged` checks nothing).
+    pub level: PodSecurityLevel,
     /// `latest` (default) or a Kubernetes minor version such as `v1.29`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,

@@ -24,17 +24,7 @@ pub struct PodSecurityRule {
 
 impl PodSecurityRule {
     pub fn compile(spec: &PodSecuritySpec, field: &str) -> Result<PodSecurityRule, FieldError> {
-        let level = match spec.level.as_str() {
-            "baseline" => Level::Baseline,
-            "restricted" => Level::Restricted,
-            "privileged" => Level::Privileged,
-            other => {
-                return Err(FieldError::new(
-                    format!("{field}.level"),
-                    format!("unknown level {other:?}; use baseline or restricted"),
-                ));
-            }
-        };
+        let level = spec.level;
         let version = match &spec.version {
             None => Version::Latest,
             Some(v) => v
