@@ -300,20 +300,46 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
     );
     // One line per decision: denials and warnings at info, the rest at debug. The line goes
     // to the non-blocking writer (`cli::log_dispatch`): formatting it is all the request pays.
-    macro_rules! decision_line {
-        ($level:ident) => {
-            tracing::$level!(
-                uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name,
-                operation = ?r.operation, dry_run = r.dry_run, webhook = %webhook(mode), decision = %decision,
-                latency_us = elapsed.as_micros() as u64, findings = %FindingsJson(findings),
-                "admission"
-            )
-        };
-    }
-    if !v.allowed || !v.warnings.is_empty() || !findings.is_empty() {
-        decision_line!(info);
+    // In the text format the fields are written in one pass, byte for byte what the subscriber
+    // would write for them (it visits and writes them one by one, several times slower); the
+    // JSON format gets the fields as such.
+    let info = !v.allowed || !v.warnings.is_empty() || !findings.is_empty();
+    let wanted = if info {
+        tracing::enabled!(tracing::Level::INFO)
     } else {
-        decision_line!(debug);
+        tracing::enabled!(tracing::Level::DEBUG)
+    };
+    if wanted {
+        let line = DecisionLine {
+            request: r,
+            webhook: webhook(mode),
+            decision,
+            latency_us: elapsed.as_micros() as u64,
+            findings,
+        };
+        let json = tracing::dispatcher::get_default(|d| {
+            d.downcast_ref::<crate::cli::JsonLine>().is_some()
+        });
+        macro_rules! decision_line {
+            ($level:ident) => {
+                if json {
+                    tracing::$level!(
+                        uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name,
+                        operation = ?r.operation, dry_run = r.dry_run, webhook = %line.webhook,
+                        decision = %decision, latency_us = line.latency_us,
+                        findings = %FindingsJson(findings), "admission"
+                    )
+                } else {
+                    // The message stays "admission"; the rest of the line rides in `uid`.
+                    tracing::$level!(uid = %line.text_from_uid(), "admission")
+                }
+            };
+        }
+        if info {
+            decision_line!(info);
+        } else {
+            decision_line!(debug);
+        }
     }
     let mut resp = Response::new(Body::from(answer.body));
     resp.headers_mut().insert(
@@ -321,6 +347,51 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// One decision, as its log line shows it.
+struct DecisionLine<'a> {
+    request: &'a crate::admission::Request,
+    webhook: Webhook,
+    decision: Decision,
+    latency_us: u64,
+    findings: &'a [crate::engine::Reported],
+}
+
+impl DecisionLine<'_> {
+    /// `u-1 kind=… namespace=… name=… operation=… dry_run=… webhook=… decision=… latency_us=…
+    /// findings=[…]`: the text format's fields from the value of `uid` on. Written as the value
+    /// of `uid`, it makes the line the subscriber writes for the fields one by one.
+    fn text_from_uid(&self) -> String {
+        use std::fmt::Write as _;
+        let r = self.request;
+        let findings = FindingsJson(self.findings).to_string();
+        let mut out = String::with_capacity(
+            160 + r.uid.len() + r.kind.len() + r.namespace.len() + r.name.len() + findings.len(),
+        );
+        let mut digits = itoa::Buffer::new();
+        out.push_str(&r.uid);
+        for (key, value) in [
+            (" kind=", r.kind.as_str()),
+            (" namespace=", &r.namespace),
+            (" name=", &r.name),
+        ] {
+            out.push_str(key);
+            out.push_str(value);
+        }
+        let _ = write!(out, " operation={:?}", r.operation);
+        for (key, value) in [
+            (" dry_run=", if r.dry_run { "true" } else { "false" }),
+            (" webhook=", self.webhook.as_str()),
+            (" decision=", self.decision.as_str()),
+            (" latency_us=", digits.format(self.latency_us)),
+            (" findings=", &findings),
+        ] {
+            out.push_str(key);
+            out.push_str(value);
+        }
+        out
+    }
 }
 
 /// A decision's findings as a compact JSON array of `{policy, rule, level, path, message}`,
@@ -393,6 +464,86 @@ impl std::fmt::Debug for FindingsJson<'_> {
 mod tests {
     use super::*;
     use tower::ServiceExt as _;
+
+    /// A writer into shared memory, for reading log lines back.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_decision_line_is_what_the_subscriber_writes_for_its_fields() {
+        use fluxadmit_core::rules::Finding;
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-9",
+            "kind":{"group":"helm.toolkit.fluxcd.io","version":"v2","kind":"HelmRelease"},
+            "resource":{"group":"helm.toolkit.fluxcd.io","version":"v2","resource":"helmreleases"},
+            "namespace":"apps","name":"shop","operation":"UPDATE","dryRun":true,"userInfo":{},
+            "object":{"metadata":{"name":"shop","namespace":"apps"}},"oldObject":{"metadata":{"name":"shop"}}}}"#;
+        let request = crate::admission::parse_review(body).unwrap();
+        let findings = vec![crate::engine::Reported {
+            policy: "flux-referenced-secrets".into(),
+            rule: "referenced-secrets".into(),
+            finding: Finding::error(
+                "spec.valuesFrom[0]",
+                "Secret apps/v not found; \"quoted\" \u{1b}[31mred",
+            ),
+        }];
+        let line = DecisionLine {
+            request: &request,
+            webhook: Webhook::Mutate,
+            decision: Decision::Denied,
+            latency_us: 1234,
+            findings: &findings,
+        };
+        let out = Captured::default();
+        let (dispatch, guard) =
+            crate::cli::log_dispatch(crate::cli::LogFormat::Text, "info", false, out.clone());
+        let r = &request;
+        tracing::dispatcher::with_default(&dispatch, || {
+            assert!(
+                tracing::dispatcher::get_default(|d| d
+                    .downcast_ref::<crate::cli::JsonLine>()
+                    .is_none()),
+                "the text format is told apart from the JSON one"
+            );
+            tracing::info!(
+                uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name,
+                operation = ?r.operation, dry_run = r.dry_run, webhook = %line.webhook,
+                decision = %line.decision, latency_us = line.latency_us,
+                findings = %FindingsJson(&findings), "admission"
+            );
+            tracing::info!(uid = %line.text_from_uid(), "admission");
+        });
+        drop(guard);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        // After the timestamp, the two lines are the same bytes.
+        let tail = |l: &str| l.split_once(' ').unwrap().1.to_owned();
+        assert_eq!(tail(lines[0]), tail(lines[1]));
+        assert!(lines[1].contains(" decision=denied "), "{text}");
+        assert!(
+            !text.contains('\u{1b}'),
+            "control characters are escaped: {text}"
+        );
+
+        let (json, guard) =
+            crate::cli::log_dispatch(crate::cli::LogFormat::Json, "info", false, std::io::sink());
+        tracing::dispatcher::with_default(&json, || {
+            assert!(tracing::dispatcher::get_default(|d| d
+                .downcast_ref::<crate::cli::JsonLine>()
+                .is_some()));
+        });
+        drop(guard);
+    }
 
     #[test]
     fn findings_json_is_what_serde_json_writes() {
