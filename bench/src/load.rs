@@ -936,12 +936,9 @@ mod tests {
             assert!(r.p50_us > 0.0 && r.p99_us >= r.p50_us, "{r:?}");
         }
         for (s, sc, p) in &probes {
-            // `serve` has an empty view: the HelmRelease's dependencies are missing there too.
-            let denied = match s {
-                Server::Floor => false,
-                Server::Fluxadmit => *sc == Scenario::HrDenied,
-                Server::Serve => *sc != Scenario::DeployMutate,
-            };
+            // `serve` has an empty view: the allowed HelmRelease's Secrets and dependencies are
+            // missing there too, but it is Flux's write, so they are warnings, not a denial.
+            let denied = *s != Server::Floor && *sc == Scenario::HrDenied;
             assert_eq!(p.allowed, !denied, "{s:?} {sc:?} {p:?}");
         }
         let patched = probes
@@ -951,5 +948,12 @@ mod tests {
         let md = markdown(&cfg, &rows, &probes);
         assert!(md.contains("| Deployment /mutate | HTTP/2 | 2 |"), "{md}");
         assert!(md.contains("\nfluxadmit serve:\n"), "{md}");
+        let serve_warns = probes
+            .iter()
+            .any(|(s, sc, p)| *s == Server::Serve && *sc == Scenario::HrValidate && p.warnings > 0);
+        assert!(
+            serve_warns,
+            "an empty view: the missing objects are warned about {probes:?}"
+        );
     }
 }
