@@ -317,27 +317,18 @@ pub fn start_serve(
         .spawn()
         .with_context(|| format!("starting {}", exe.display()))?;
     let mut serve = ServeProcess { addr, log, child };
-    let start = Instant::now();
-    loop {
-        if let Some(status) = serve.child.try_wait()? {
-            let tail = std::fs::read_to_string(&serve.log).unwrap_or_default();
-            bail!("{} serve exited early ({status}):\n{tail}", exe.display());
-        }
-        let ready = rt.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(1),
-                crate::startup::readyz(addr, connector),
-            )
-            .await
-        });
-        if let Ok(Ok(200)) = ready {
-            return Ok(serve);
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("{} serve: not ready within 30 s", exe.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let ready = rt.block_on(crate::startup::until_ready(
+        &mut serve.child,
+        addr,
+        connector,
+        Instant::now(),
+        Duration::from_secs(30),
+    ));
+    if let Err(e) = ready {
+        let tail = std::fs::read_to_string(&serve.log).unwrap_or_default();
+        bail!("{} serve: {e}; its log:\n{tail}", exe.display());
     }
+    Ok(serve)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -160,12 +160,6 @@ pub fn write_state(dir: &Path, objects: usize) -> anyhow::Result<StateDir> {
     })
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// `N` distinct free loopback ports: every listener is held until all are picked.
 pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
     let listeners = (0..N)
@@ -178,8 +172,33 @@ pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
     Ok(ports)
 }
 
+/// Polls `/readyz` of a starting `serve` until it answers 200: the time since `start`. Fails
+/// when the process exits first or `timeout` has passed since `start`.
+pub async fn until_ready(
+    child: &mut std::process::Child,
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    start: Instant,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    loop {
+        if start.elapsed() > timeout {
+            bail!("not ready within {timeout:?}");
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("serve exited early: {status}");
+        }
+        if let Ok(Ok(200)) =
+            tokio::time::timeout(Duration::from_secs(1), readyz(addr, connector)).await
+        {
+            return Ok(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// One GET /readyz on a new connection: the status code.
-pub async fn readyz(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Result<u16> {
+async fn readyz(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Result<u16> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let name = ServerName::try_from("localhost")?.to_owned();
     let tls = connector.connect(name, tcp).await?;
@@ -259,8 +278,7 @@ impl StartupFixture {
     /// Starts `exe serve` once, waits for /readyz, reads its RSS, and kills it.
     pub fn run_once(&self, exe: &Path, timeout: Duration) -> anyhow::Result<StartupRun> {
         let dir = self.tmp.path();
-        let port = free_port()?;
-        let metrics_port = free_port()?;
+        let [port, metrics_port] = free_ports::<2>()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let log_path = dir.join(format!("serve-{port}.log"));
         let log = std::fs::File::create(&log_path)?;
@@ -297,22 +315,7 @@ impl StartupFixture {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?;
-        let outcome = rt.block_on(async {
-            loop {
-                if start.elapsed() > timeout {
-                    bail!("not ready within {timeout:?}");
-                }
-                if let Some(status) = child.try_wait()? {
-                    bail!("serve exited early: {status}");
-                }
-                if let Ok(Ok(200)) =
-                    tokio::time::timeout(Duration::from_secs(1), readyz(addr, &connector)).await
-                {
-                    return Ok(start.elapsed());
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        });
+        let outcome = rt.block_on(until_ready(&mut child, addr, &connector, start, timeout));
         let mem = rss_kib(Some(child.id()));
         let _ = child.kill();
         let _ = child.wait();

@@ -30,28 +30,34 @@ pub struct Reported {
 }
 
 impl Reported {
-    /// Appends `policy/rule: path: message` (the path part only when there is one): the form
+    /// Writes `policy/rule: path: message` (the path part only when there is one): the form
     /// of a warning, and of each part of a denial message.
-    pub fn write_to(&self, out: &mut String) {
+    fn write_to(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
         let f = &self.finding;
-        out.reserve(self.policy.len() + self.rule.len() + f.path.len() + f.message.len() + 5);
-        out.push_str(&self.policy);
-        out.push('/');
-        out.push_str(&self.rule);
-        out.push_str(": ");
+        out.write_str(&self.policy)?;
+        out.write_char('/')?;
+        out.write_str(&self.rule)?;
+        out.write_str(": ")?;
         if !f.path.is_empty() {
-            out.push_str(&f.path);
-            out.push_str(": ");
+            out.write_str(&f.path)?;
+            out.write_str(": ")?;
         }
-        out.push_str(&f.message);
+        out.write_str(&f.message)
+    }
+
+    /// The length of what [`Reported::write_to`] writes, at most.
+    fn text_len(&self) -> usize {
+        self.policy.len()
+            + self.rule.len()
+            + self.finding.path.len()
+            + self.finding.message.len()
+            + 5
     }
 }
 
 impl std::fmt::Display for Reported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut s = String::new();
-        self.write_to(&mut s);
-        f.write_str(&s)
+        self.write_to(f)
     }
 }
 
@@ -267,11 +273,12 @@ pub fn evaluate_in(
         match r.finding.level {
             Level::Error => {
                 message.push_str(if message.is_empty() { DENIED } else { "; " });
-                r.write_to(&mut message);
+                message.reserve(r.text_len());
+                let _ = r.write_to(&mut message);
             }
             Level::Warning => {
-                let mut w = String::new();
-                r.write_to(&mut w);
+                let mut w = String::with_capacity(r.text_len());
+                let _ = r.write_to(&mut w);
                 warnings.push(w);
             }
         }

@@ -363,34 +363,28 @@ impl DecisionLine<'_> {
     /// findings=[…]`: the text format's fields from the value of `uid` on. Written as the value
     /// of `uid`, it makes the line the subscriber writes for the fields one by one.
     fn text_from_uid(&self) -> String {
-        use std::fmt::Write as _;
         let r = self.request;
-        let findings = FindingsJson(self.findings).to_string();
-        let mut out = String::with_capacity(
-            160 + r.uid.len() + r.kind.len() + r.namespace.len() + r.name.len() + findings.len(),
-        );
+        let mut out = Vec::with_capacity(160 + r.uid.len() + r.kind.len() + r.name.len());
         let mut digits = itoa::Buffer::new();
-        out.push_str(&r.uid);
+        let operation = format!("{:?}", r.operation);
         for (key, value) in [
-            (" kind=", r.kind.as_str()),
+            ("", r.uid.as_str()),
+            (" kind=", &r.kind),
             (" namespace=", &r.namespace),
             (" name=", &r.name),
-        ] {
-            out.push_str(key);
-            out.push_str(value);
-        }
-        let _ = write!(out, " operation={:?}", r.operation);
-        for (key, value) in [
+            (" operation=", &operation),
             (" dry_run=", if r.dry_run { "true" } else { "false" }),
             (" webhook=", self.webhook.as_str()),
             (" decision=", self.decision.as_str()),
             (" latency_us=", digits.format(self.latency_us)),
-            (" findings=", &findings),
+            (" findings=", ""),
         ] {
-            out.push_str(key);
-            out.push_str(value);
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(value.as_bytes());
         }
-        out
+        FindingsJson(self.findings).write_into(&mut out);
+        // Every piece is a `str`: the bytes are UTF-8.
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -399,41 +393,49 @@ impl DecisionLine<'_> {
 /// (`cli::JsonLine`) embeds a `findings` field as JSON, not as a string.
 pub struct FindingsJson<'a>(pub &'a [crate::engine::Reported]);
 
-impl std::fmt::Display for FindingsJson<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Written into one buffer of the right size, then handed over once (the formatter
-        // behind a log line is reached through `dyn Write`).
+impl FindingsJson<'_> {
+    /// Appends the array to `out`.
+    fn write_into(&self, out: &mut Vec<u8>) {
         let size: usize = self
             .0
             .iter()
             .map(|r| r.policy.len() + r.rule.len() + r.finding.path.len() + r.finding.message.len())
             .sum();
-        let mut out = Vec::with_capacity(size + 72 * self.0.len() + 2);
+        out.reserve(size + 72 * self.0.len() + 2);
         out.push(b'[');
         for (i, r) in self.0.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"policy\":");
-            json_string(&mut out, &r.policy);
+            json_string(out, &r.policy);
             out.extend_from_slice(b",\"rule\":");
-            json_string(&mut out, &r.rule);
+            json_string(out, &r.rule);
             out.extend_from_slice(b",\"level\":\"");
             out.extend_from_slice(crate::metrics::level_name(r.finding.level).as_bytes());
             out.extend_from_slice(b"\",\"path\":");
-            json_string(&mut out, &r.finding.path);
+            json_string(out, &r.finding.path);
             out.extend_from_slice(b",\"message\":");
-            json_string(&mut out, &r.finding.message);
+            json_string(out, &r.finding.message);
             out.push(b'}');
         }
         out.push(b']');
+    }
+}
+
+impl std::fmt::Display for FindingsJson<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written into one buffer, then handed over once (the formatter behind a log line is
+        // reached through `dyn Write`).
+        let mut out = Vec::new();
+        self.write_into(&mut out);
         f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
     }
 }
 
 /// Appends `s` as a JSON string: as it is, in quotes, when nothing in it needs escaping (JSON
 /// escapes only `"`, `\` and control characters), else as serde_json escapes it.
-pub fn json_string(out: &mut Vec<u8>, s: &str) {
+fn json_string(out: &mut Vec<u8>, s: &str) {
     // No early exit: the whole scan vectorizes.
     let plain = !s.bytes().fold(false, |esc, b| {
         esc | (b < 0x20) | (b == b'"') | (b == b'\\')
