@@ -1,9 +1,11 @@
 //! AdmissionReview v1 in and out, with kube-rs's `kube::core::admission` types.
 
+/// JSON string writing as answers use it, for the server's decision log line.
+pub use crate::json::write_str as write_json_str;
 use crate::policy::model::OperationName;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{ApiResource, DynamicObject, DynamicResourceScope, Resource};
+use kube::core::admission::{AdmissionRequest, Operation};
+use kube::core::{ApiResource, DynamicResourceScope, Resource};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -341,80 +343,73 @@ pub struct Verdict {
     pub patch: Option<json_patch::Patch>,
 }
 
-/// Builds the AdmissionReview answer for a request: uid echoed, denial as status 403.
-pub fn respond(req: &Request, verdict: Verdict) -> AdmissionReview<DynamicObject> {
-    let mut resp = AdmissionResponse::from(&req.review);
-    if !verdict.allowed {
-        resp = resp.deny(verdict.message);
-        resp.result.code = 403;
-        resp.result.reason = "Forbidden".into();
+/// The AdmissionReview answer for a request, as JSON: the uid echoed, a denial as status 403
+/// `Forbidden` with the verdict's message, warnings, and a patch as the base64 string the
+/// AdmissionReview API documents (kube-rs would write a JSON array of byte values).
+///
+/// Written straight into one buffer sized for it: this is on every request, and building
+/// kube-rs's `AdmissionResponse` to serialize it costs a copy of the message and warnings
+/// and an escape loop over every byte. The bytes are those `serde_json` writes for kube-rs's
+/// `AdmissionReview<DynamicObject>` (field order and omitted empty fields included); a test
+/// compares the two.
+pub fn answer_json(req: &Request, verdict: &Verdict) -> Vec<u8> {
+    use crate::json::write_str;
+    use base64::Engine as _;
+    let patch = verdict
+        .patch
+        .as_ref()
+        .filter(|p| !p.0.is_empty())
+        .and_then(|p| serde_json::to_vec(p).ok());
+    let size = req.uid.len()
+        + verdict.message.len()
+        + verdict.warnings.iter().map(|w| w.len() + 3).sum::<usize>()
+        + patch.as_ref().map_or(0, |p| p.len() * 4 / 3 + 4);
+    let mut out = Vec::with_capacity(size + 192);
+    out.extend_from_slice(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+    );
+    write_str(&mut out, &req.uid);
+    if verdict.allowed {
+        out.extend_from_slice(br#","allowed":true,"status":{}"#);
+    } else {
+        out.extend_from_slice(br#","allowed":false,"status":{"code":403"#);
+        if !verdict.message.is_empty() {
+            out.extend_from_slice(br#","message":"#);
+            write_str(&mut out, &verdict.message);
+        }
+        out.extend_from_slice(br#","reason":"Forbidden"}"#);
+    }
+    if patch.is_some() {
+        out.extend_from_slice(br#","patchType":"JSONPatch""#);
     }
     if !verdict.warnings.is_empty() {
-        resp.warnings = Some(verdict.warnings);
+        out.extend_from_slice(br#","warnings":["#);
+        for (i, w) in verdict.warnings.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(&mut out, w);
+        }
+        out.push(b']');
     }
-    if let Some(patch) = verdict.patch.filter(|p| !p.0.is_empty()) {
-        // Serializing a Patch cannot fail; keep the unpatched answer if it ever did.
-        resp = match resp.clone().with_patch(patch) {
-            Ok(r) => r,
-            Err(_) => resp,
-        };
+    if let Some(bytes) = patch {
+        out.extend_from_slice(br#","patch":""#);
+        let at = out.len();
+        out.resize(at + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(&bytes, &mut out[at..])
+            .unwrap_or(0);
+        out.truncate(at + written);
+        out.push(b'"');
     }
-    resp.into_review()
-}
-
-/// Serializes a response review to bytes. The patch is written as a base64 string, the form
-/// the AdmissionReview API documents (kube-rs would write a JSON array of byte values).
-pub fn to_json(mut review: AdmissionReview<DynamicObject>) -> Vec<u8> {
-    use base64::Engine as _;
-    let patch = review.response.as_mut().and_then(|r| r.patch.take());
-    // Sized once: a denial carries its message and warnings (a kilobyte or more).
-    let size = review.response.as_ref().map_or(0, |r| {
-        r.result.message.len()
-            + r.warnings
-                .iter()
-                .flatten()
-                .map(|w| w.len() + 3)
-                .sum::<usize>()
-            + patch.as_ref().map_or(0, |p| p.len() * 4 / 3 + 4)
-    });
-    let mut out = Vec::with_capacity(size + 256);
-    let written = match (patch, &review.response) {
-        (Some(bytes), Some(response)) => serde_json::to_writer(
-            &mut out,
-            &WithPatch {
-                types: &review.types,
-                response: PatchedResponse {
-                    response,
-                    patch: base64::engine::general_purpose::STANDARD.encode(bytes),
-                },
-            },
-        ),
-        _ => serde_json::to_writer(&mut out, &review),
-    };
-    match written {
-        Ok(()) => out,
-        Err(e) => format!(r#"{{"error":"cannot serialize response: {e}"}}"#).into_bytes(),
-    }
-}
-
-/// A response review whose patch (taken out of the kube-rs response) is written as base64.
-#[derive(Serialize)]
-struct WithPatch<'a> {
-    #[serde(flatten)]
-    types: &'a kube::core::TypeMeta,
-    response: PatchedResponse<'a>,
-}
-
-#[derive(Serialize)]
-struct PatchedResponse<'a> {
-    #[serde(flatten)]
-    response: &'a AdmissionResponse,
-    patch: String,
+    out.extend_from_slice(b"}}");
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::core::admission::AdmissionResponse;
 
     fn review(extra: &str) -> String {
         format!(
@@ -473,18 +468,87 @@ mod tests {
         );
     }
 
+    /// The answer as kube-rs's own types serialize it (text, and as a value with the patch in
+    /// base64): what [`answer_json`] must equal.
+    fn kube_answer(req: &Request, verdict: &Verdict) -> (String, Value) {
+        use base64::Engine as _;
+        let mut resp = AdmissionResponse::from(&req.review);
+        if !verdict.allowed {
+            resp = resp.deny(&verdict.message);
+            resp.result.code = 403;
+            resp.result.reason = "Forbidden".into();
+        }
+        if !verdict.warnings.is_empty() {
+            resp.warnings = Some(verdict.warnings.clone());
+        }
+        if let Some(p) = verdict.patch.clone().filter(|p| !p.0.is_empty()) {
+            resp = resp.with_patch(p).unwrap();
+        }
+        let text = serde_json::to_string(&resp.into_review()).unwrap();
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        // kube-rs writes the patch as an array of bytes; the API documents a base64 string.
+        if let Some(bytes) = v["response"].get("patch").cloned() {
+            let bytes: Vec<u8> = serde_json::from_value(bytes).unwrap();
+            v["response"]["patch"] = base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into();
+        }
+        (text, v)
+    }
+
+    #[test]
+    fn answer_is_what_kube_rs_writes() {
+        let r = parse_review(review("").as_bytes()).unwrap();
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "add", "path": "/metadata/labels", "value": {"team": "a \"b\""}}
+        ]))
+        .unwrap();
+        let messages = [
+            "",
+            "denied by fluxadmit: p/r: spec.valuesFrom[0]: Secret a/b not found",
+            "quotes \" and \\ and\nnew lines, ünïcödé",
+        ];
+        let warnings = [vec![], vec!["careful".to_owned(), "tab\there".to_owned()]];
+        let patches = [None, Some(json_patch::Patch(vec![])), Some(patch)];
+        for allowed in [true, false] {
+            for message in messages {
+                for w in &warnings {
+                    for p in &patches {
+                        let verdict = Verdict {
+                            allowed,
+                            message: message.to_owned(),
+                            warnings: w.clone(),
+                            patch: p.clone(),
+                        };
+                        let ours = answer_json(&r, &verdict);
+                        let (kube_text, expected) = kube_answer(&r, &verdict);
+                        let text = String::from_utf8(ours.clone()).unwrap();
+                        let parsed: Value = serde_json::from_slice(&ours).unwrap();
+                        assert_eq!(parsed, expected, "{verdict:?}");
+                        if expected["response"].get("patch").is_none() {
+                            // Without a patch, the very bytes serde_json writes.
+                            assert_eq!(text, kube_text, "{verdict:?}");
+                        } else {
+                            assert_eq!(text.matches("\"patch\"").count(), 1, "{text}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn denial_echoes_uid_with_403() {
         let r = parse_review(review("").as_bytes()).unwrap();
-        let out = respond(
+        let out = answer_json(
             &r,
-            Verdict {
+            &Verdict {
                 allowed: false,
                 message: "no".into(),
                 ..Default::default()
             },
         );
-        let v = serde_json::to_value(&out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["response"]["uid"], "u1");
         assert_eq!(v["response"]["allowed"], false);
         assert_eq!(v["response"]["status"]["code"], 403);
@@ -500,15 +564,15 @@ mod tests {
             {"op": "add", "path": "/metadata/labels", "value": {"team": "a"}}
         ]))
         .unwrap();
-        let body = to_json(respond(
+        let body = answer_json(
             &r,
-            Verdict {
+            &Verdict {
                 allowed: true,
                 warnings: vec!["careful".into()],
                 patch: Some(patch.clone()),
                 ..Default::default()
             },
-        ));
+        );
         let text = String::from_utf8(body.clone()).unwrap();
         assert_eq!(text.matches("\"patch\"").count(), 1, "{text}");
         assert_eq!(text.matches("\"response\"").count(), 1, "{text}");

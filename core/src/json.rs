@@ -47,10 +47,53 @@ fn index(token: &str) -> Option<usize> {
     token.parse().ok()
 }
 
+/// Appends `s` as a JSON string: as it is, in quotes, when nothing in it needs escaping (JSON
+/// escapes only `"`, `\` and control characters), else as serde_json escapes it. Answers and
+/// log lines carry many short plain strings; this copies them without a per-byte escape loop.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    // No early exit: the whole scan vectorizes.
+    let plain = !s.bytes().fold(false, |esc, b| {
+        esc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        use serde::Serializer as _;
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::Serializer::new(&mut *out).serialize_str(s);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn write_str_writes_what_serde_json_writes() {
+        for s in [
+            "",
+            "plain text: spec.valuesFrom[0]",
+            "quote \" inside",
+            "back\\slash",
+            "new\nline and tab\t",
+            "\u{1}\u{1f}\u{7f}",
+            "ünïcödé ✓ 🚀",
+            &"long plain ".repeat(40),
+            &format!("{}\"", "x".repeat(100)),
+        ] {
+            let mut out = b"[".to_vec();
+            write_str(&mut out, s);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("[{}", serde_json::to_string(s).unwrap()),
+                "{s:?}"
+            );
+        }
+    }
 
     #[test]
     fn reads_what_serde_json_reads() {

@@ -57,8 +57,7 @@ impl Snapshot {
             // The validating webhook never returns a patch.
             outcome.verdict.patch = None;
         }
-        let review = admission::respond(&request, outcome.verdict.clone());
-        let body = admission::to_json(review);
+        let body = admission::answer_json(&request, &outcome.verdict);
         Answer {
             request,
             outcome,

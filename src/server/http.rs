@@ -185,7 +185,7 @@ fn not_ready(s: &AppState, mode: Mode, body: &[u8]) -> Response {
         operation = ?req.operation, dry_run = req.dry_run, webhook = %webhook(mode),
         decision = %decision, reason = %why, "admission"
     );
-    let body = crate::admission::to_json(crate::admission::respond(&req, verdict));
+    let body = crate::admission::answer_json(&req, &verdict);
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -408,15 +408,15 @@ impl FindingsJson<'_> {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"policy\":");
-            json_string(out, &r.policy);
+            crate::admission::write_json_str(out, &r.policy);
             out.extend_from_slice(b",\"rule\":");
-            json_string(out, &r.rule);
+            crate::admission::write_json_str(out, &r.rule);
             out.extend_from_slice(b",\"level\":\"");
             out.extend_from_slice(crate::metrics::level_name(r.finding.level).as_bytes());
             out.extend_from_slice(b"\",\"path\":");
-            json_string(out, &r.finding.path);
+            crate::admission::write_json_str(out, &r.finding.path);
             out.extend_from_slice(b",\"message\":");
-            json_string(out, &r.finding.message);
+            crate::admission::write_json_str(out, &r.finding.message);
             out.push(b'}');
         }
         out.push(b']');
@@ -430,29 +430,6 @@ impl std::fmt::Display for FindingsJson<'_> {
         let mut out = Vec::new();
         self.write_into(&mut out);
         f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
-    }
-}
-
-/// Appends `s` as a JSON string: as it is, in quotes, when nothing in it needs escaping (JSON
-/// escapes only `"`, `\` and control characters), else as serde_json escapes it.
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    // No early exit: the whole scan vectorizes.
-    let plain = !s.bytes().fold(false, |esc, b| {
-        esc | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if plain {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        use serde::Serializer as _;
-        if serde_json::Serializer::new(&mut *out)
-            .serialize_str(s)
-            .is_err()
-        {
-            out.extend_from_slice(b"\"\"");
-        }
     }
 }
 
@@ -589,7 +566,7 @@ mod tests {
         // Byte for byte as serde_json writes the same strings.
         for t in tricky {
             let mut out = Vec::new();
-            json_string(&mut out, t);
+            crate::admission::write_json_str(&mut out, t);
             assert_eq!(
                 String::from_utf8(out).unwrap(),
                 serde_json::to_string(t).unwrap()
