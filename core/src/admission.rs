@@ -130,9 +130,10 @@ struct Envelope {
 /// reads its fields through `#[serde(flatten)]`, which buffers the whole object first and
 /// costs more than the rest of a review; this type keeps kube-rs's `AdmissionReview` and
 /// `AdmissionRequest` while reading the object once. Its `ObjectMeta` (for the `Resource`
-/// trait) holds the identifying fields only: name, generateName, namespace, uid, labels.
+/// trait kube-rs's request type asks for) is left empty: the object is read from `json`, and
+/// the request's own name and namespace are in [`Request`].
 #[derive(Debug, Clone, Default)]
-pub struct ReviewObject {
+pub(crate) struct ReviewObject {
     metadata: ObjectMeta,
     /// Parsed, or kept raw (see [`ReadingReview`]).
     json: LazyJson,
@@ -262,30 +263,8 @@ impl<'de> Deserialize<'de> for ReviewObject {
         if !value.is_object() {
             return Err(serde::de::Error::custom("object must be a map"));
         }
-        let m = value.get("metadata");
-        let s = |k: &str| {
-            m.and_then(|m| m.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        let labels = m
-            .and_then(|m| m.get("labels"))
-            .and_then(Value::as_object)
-            .map(|l| {
-                l.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                    .collect()
-            });
-        let metadata = ObjectMeta {
-            name: s("name"),
-            generate_name: s("generateName"),
-            namespace: s("namespace"),
-            uid: s("uid"),
-            labels,
-            ..ObjectMeta::default()
-        };
         Ok(ReviewObject {
-            metadata,
+            metadata: ObjectMeta::default(),
             json: LazyJson::from(value),
         })
     }
