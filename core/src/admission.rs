@@ -29,7 +29,8 @@ pub struct Request {
     pub object: Value,
     /// The existing object (UPDATE, DELETE), parsed when first asked for: see [`Request::old_object`].
     pub(crate) old: LazyJson,
-    /// The review's kube-rs form, kept to build the response from.
+    /// The rest of the review in kube-rs's form (the user's details); its uid, kind, name and
+    /// namespace have moved into the fields above.
     pub(crate) review: AdmissionRequest<ReviewObject>,
 }
 
@@ -96,15 +97,16 @@ pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
             .unwrap_or_default()
             .to_owned()
     } else {
-        req.name.clone()
+        std::mem::take(&mut req.name)
     };
+    // The identifying fields move out too: only the user's details are read from `review`.
     Ok(Request {
-        uid: req.uid.clone(),
-        group: req.kind.group.clone(),
-        version: req.kind.version.clone(),
-        kind: req.kind.kind.clone(),
-        sub_resource: req.sub_resource.clone(),
-        namespace: req.namespace.clone().unwrap_or_default(),
+        uid: std::mem::take(&mut req.uid),
+        group: std::mem::take(&mut req.kind.group),
+        version: std::mem::take(&mut req.kind.version),
+        kind: std::mem::take(&mut req.kind.kind),
+        sub_resource: req.sub_resource.take(),
+        namespace: req.namespace.take().unwrap_or_default(),
         name,
         operation,
         dry_run: req.dry_run,
@@ -452,6 +454,7 @@ mod tests {
     fn kube_answer(req: &Request, verdict: &Verdict) -> (String, Value) {
         use base64::Engine as _;
         let mut resp = AdmissionResponse::from(&req.review);
+        resp.uid = req.uid.clone(); // moved out of `review` when the body was read
         if !verdict.allowed {
             resp = resp.deny(&verdict.message);
             resp.result.code = 403;

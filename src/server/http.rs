@@ -3,6 +3,7 @@
 
 use crate::engine::Mode;
 use crate::metrics::{BadRequest, Decision, Metrics, Webhook};
+use crate::policy::model::OperationName;
 use crate::state::Snapshot;
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -366,13 +367,19 @@ impl DecisionLine<'_> {
         let r = self.request;
         let mut out = Vec::with_capacity(160 + r.uid.len() + r.kind.len() + r.name.len());
         let mut digits = itoa::Buffer::new();
-        let operation = format!("{:?}", r.operation);
+        // As `{:?}` writes it (the JSON format's `operation = ?…`).
+        let operation = match r.operation {
+            OperationName::Create => "Create",
+            OperationName::Update => "Update",
+            OperationName::Delete => "Delete",
+            OperationName::Connect => "Connect",
+        };
         for (key, value) in [
             ("", r.uid.as_str()),
             (" kind=", &r.kind),
             (" namespace=", &r.namespace),
             (" name=", &r.name),
-            (" operation=", &operation),
+            (" operation=", operation),
             (" dry_run=", if r.dry_run { "true" } else { "false" }),
             (" webhook=", self.webhook.as_str()),
             (" decision=", self.decision.as_str()),
