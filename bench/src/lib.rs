@@ -42,6 +42,11 @@ pub struct LoadArgs {
     /// Unmeasured time before each measurement (connections are already open).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub warmup: Duration,
+    /// Rounds per cell: the measured time is split into this many slices, taken in turn from
+    /// each server (floor, fluxadmit, floor, fluxadmit, …) and added up, so a drift of the
+    /// machine during a cell falls on every server alike. Each slice has its own warm-up.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Concurrent requests in flight: connections (HTTP/1.1) or streams (HTTP/2).
     #[arg(long, value_delimiter = ',', default_value = "16,64")]
     pub connections: Vec<usize>,
@@ -146,6 +151,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             let cfg = LoadConfig {
                 duration: a.duration,
                 warmup: a.warmup,
+                rounds: a.rounds,
                 connections: a.connections,
                 objects: a.objects,
                 protocols: a.protocols,

@@ -117,8 +117,11 @@ impl Scenario {
 /// Everything one load run is configured with.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
+    /// Measured time per cell and server, over all rounds.
     pub duration: Duration,
     pub warmup: Duration,
+    /// Slices per cell, taken in turn from each server (at least 1).
+    pub rounds: u32,
     pub connections: Vec<usize>,
     pub objects: usize,
     pub protocols: Vec<Proto>,
@@ -718,19 +721,35 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
             };
             for &connections in &cfg.connections {
                 for &scenario in &cfg.scenarios {
-                    for &(server, addr, _) in &started {
-                        let (body, _) = body_of(scenario);
-                        let (n, errors, hist) = client_rt.block_on(drive(
-                            addr,
-                            connector,
-                            proto,
-                            connections,
-                            cfg.h2_connections,
-                            scenario,
-                            body,
-                            cfg.warmup,
-                            cfg.duration,
-                        ))?;
+                    let (body, _) = body_of(scenario);
+                    let rounds = cfg.rounds.max(1);
+                    let slice = cfg.duration / rounds;
+                    // Per server: requests, errors, latencies, over all rounds.
+                    let mut totals: Vec<(u64, u64, Histogram<u64>)> = started
+                        .iter()
+                        .map(|_| histogram().map(|h| (0, 0, h)))
+                        .collect::<anyhow::Result<_>>()?;
+                    for _ in 0..rounds {
+                        for (i, &(_, addr, _)) in started.iter().enumerate() {
+                            let (n, errors, hist) = client_rt.block_on(drive(
+                                addr,
+                                connector,
+                                proto,
+                                connections,
+                                cfg.h2_connections,
+                                scenario,
+                                body.clone(),
+                                cfg.warmup,
+                                slice,
+                            ))?;
+                            let t = &mut totals[i];
+                            t.0 += n;
+                            t.1 += errors;
+                            t.2.add(&hist)
+                                .map_err(|e| anyhow!("merging latencies: {e}"))?;
+                        }
+                    }
+                    for (&(server, _, _), (n, errors, hist)) in started.iter().zip(totals) {
                         let us = |q: f64| hist.value_at_quantile(q) as f64 / 1_000.0;
                         let row = Row {
                             server,
@@ -739,7 +758,7 @@ pub fn run(cfg: &LoadConfig) -> anyhow::Result<(Vec<Row>, Probes)> {
                             scenario,
                             requests: n,
                             errors,
-                            rps: n as f64 / cfg.duration.as_secs_f64(),
+                            rps: n as f64 / (slice * rounds).as_secs_f64(),
                             p50_us: us(0.50),
                             p99_us: us(0.99),
                             p999_us: us(0.999),
@@ -808,8 +827,9 @@ pub fn markdown(cfg: &LoadConfig, rows: &[Row], probes: &Probes) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Load: {} s per cell after {} s warm-up, view of {} objects; HTTP/2 streams over {} connection(s); server runtime {} worker(s), client runtime {} worker(s).\n",
+        "Load: {} s per cell and server, in {} round(s) taken in turn from each server, each after {} s warm-up; view of {} objects; HTTP/2 streams over {} connection(s); server runtime {} worker(s), client runtime {} worker(s).\n",
         cfg.duration.as_secs_f64(),
+        cfg.rounds.max(1),
         cfg.warmup.as_secs_f64(),
         generate::ViewSize::of(cfg.objects).total(),
         cfg.h2_connections,
@@ -906,6 +926,7 @@ mod tests {
         let cfg = LoadConfig {
             duration: Duration::from_millis(300),
             warmup: Duration::from_millis(50),
+            rounds: 2,
             connections: vec![2],
             objects: 1_300,
             protocols: vec![Proto::H1, Proto::H2],
