@@ -23,4 +23,7 @@ pub use cli::{LogFormat, init_logging, log_dispatch, parse_duration};
 pub use metrics::{Metrics, log_lines_dropped};
 pub use server::http::{AppState, MAX_BODY};
 pub use server::tls::CertFiles;
-pub use server::{Options as ServerOptions, Running, start as start_server};
+pub use server::{
+    METRICS_HEADER_TIMEOUT, METRICS_MAX_CONNECTIONS, Options as ServerOptions, Running,
+    start as start_server,
+};

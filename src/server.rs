@@ -110,14 +110,12 @@ pub async fn start(
     // Metrics stay up through the drain, so the shutdown itself can be observed.
     let (finished_tx, mut finished_rx) = watch::channel(false);
     if let Some(l) = metrics_listener {
-        let metrics = state.metrics.clone();
+        let app = metrics_app(state.metrics.clone());
         tokio::spawn(async move {
-            let app = metrics_app(metrics);
-            let _ = axum::serve(l, app)
-                .with_graceful_shutdown(async move {
-                    let _ = finished_rx.wait_for(|s| *s).await;
-                })
-                .await;
+            tokio::select! {
+                _ = serve_metrics(l, app) => {}
+                _ = finished_rx.wait_for(|s| *s) => {}
+            }
         });
     }
     let serving = serve(listener, tls, state.clone(), stop_rx, opts);
@@ -133,6 +131,49 @@ pub async fn start(
         stop,
         done,
     })
+}
+
+/// Connections the metrics listener serves at once; more are closed as they are accepted, so
+/// scrapers (or anything else) holding connections open cannot take the process's file
+/// descriptors from the webhook port.
+pub const METRICS_MAX_CONNECTIONS: usize = 64;
+
+/// How long the metrics listener waits for a request's headers, on a new connection and
+/// between requests on a kept-alive one, before closing it.
+pub const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `/metrics` over plain HTTP/1.1 until dropped: at most [`METRICS_MAX_CONNECTIONS`]
+/// connections, each closed when its headers take longer than [`METRICS_HEADER_TIMEOUT`]
+/// (a half-sent request, or an idle keep-alive connection).
+async fn serve_metrics(listener: TcpListener, app: axum::Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_MAX_CONNECTIONS));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "metrics: connection limit reached; closing");
+            drop(tcp);
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .keep_alive(true)
+                .header_read_timeout(METRICS_HEADER_TIMEOUT);
+            let conn = b.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app));
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "metrics connection ended");
+            }
+            drop(slot);
+        });
+    }
 }
 
 fn metrics_app(metrics: Arc<Metrics>) -> axum::Router {

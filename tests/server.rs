@@ -1087,3 +1087,58 @@ spec:
     })
     .await;
 }
+
+/// The metrics port cannot be held open: a connection that sends no request (or stops halfway
+/// through its headers) is closed after the header timeout, and past the connection cap new
+/// connections are closed at once, so idle clients cannot take the process's file
+/// descriptors. Scrapes work again as soon as slots free up.
+#[tokio::test]
+async fn metrics_port_closes_idle_connections_and_caps_them() {
+    use fluxadmit::{METRICS_HEADER_TIMEOUT, METRICS_MAX_CONNECTIONS};
+    let limit = METRICS_HEADER_TIMEOUT + LIMIT;
+    within("metrics limits", limit, async {
+        let srv = Setup::new(POLICIES).start().await;
+        let addr = srv.metrics_addr;
+        // Whether the server closes `s` within `wait` (EOF or reset), sending nothing back.
+        async fn closed_within(s: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(wait, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => true,
+                Ok(Ok(n)) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+                Err(_) => false,
+            }
+        }
+        let started = Instant::now();
+        let mut idle = Vec::new();
+        for _ in 0..METRICS_MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Half a request on one of them.
+        idle[0]
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        // Over the cap: closed straight away.
+        let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_within(&mut extra, Duration::from_secs(2)).await,
+            "connection over the cap was kept"
+        );
+        // The webhook port is unaffected meanwhile.
+        let mut c = srv.connect(ALPN_BOTH).await;
+        let r = c.sender.get("/healthz").await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        // Every held connection, idle or half-sent, is closed after the header timeout.
+        for s in &mut idle {
+            let left =
+                (METRICS_HEADER_TIMEOUT + Duration::from_secs(5)).saturating_sub(started.elapsed());
+            assert!(closed_within(s, left).await, "held connection still open");
+        }
+        assert!(started.elapsed() >= METRICS_HEADER_TIMEOUT - Duration::from_secs(1));
+        // Slots are free again: a scrape works.
+        let m = get_plain(addr, "/metrics").await;
+        assert_eq!(m.status, StatusCode::OK);
+        assert!(m.text().contains("fluxadmit_"), "{}", m.text());
+    })
+    .await;
+}
