@@ -24,6 +24,6 @@ pub use metrics::{Metrics, log_lines_dropped};
 pub use server::http::{AppState, MAX_BODY};
 pub use server::tls::CertFiles;
 pub use server::{
-    METRICS_HEADER_TIMEOUT, METRICS_MAX_CONNECTIONS, Options as ServerOptions, Running,
-    start as start_server,
+    H2_PREFACE_TIMEOUT, METRICS_HEADER_TIMEOUT, METRICS_MAX_CONNECTIONS, Options as ServerOptions,
+    Running, start as start_server,
 };

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -275,8 +276,101 @@ async fn accept_loop(
                     }
                 };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_connection(tls, h2, app, phase_rx).await;
+            if h2 {
+                // hyper waits for the HTTP/2 preface without a limit: a client that negotiates
+                // h2 and sends nothing would hold the connection (and its descriptor) forever.
+                let mut tls = tls;
+                let mut preface = [0u8; H2_PREFACE.len()];
+                match tokio::time::timeout(H2_PREFACE_TIMEOUT, tls.read_exact(&mut preface)).await
+                {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "connection closed before the HTTP/2 preface");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "no HTTP/2 preface in time; closing");
+                        return;
+                    }
+                }
+                let io = Replayed {
+                    head: preface,
+                    at: 0,
+                    inner: tls,
+                };
+                serve_connection(io, true, app, phase_rx).await;
+            } else {
+                serve_connection(tls, false, app, phase_rx).await;
+            }
         });
+    }
+}
+
+/// The client preface every HTTP/2 connection starts with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long a connection that negotiated HTTP/2 has to send its 24-byte preface (as Go's
+/// net/http allows) before it is closed.
+pub const H2_PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A stream whose first bytes, already read from it, are read again first: the HTTP/2
+/// preface, read here to bound the wait for it, is handed to hyper as if unread.
+struct Replayed<S> {
+    head: [u8; H2_PREFACE.len()],
+    at: usize,
+    inner: S,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Replayed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let me = &mut *self;
+        if me.at < me.head.len() {
+            let n = (me.head.len() - me.at).min(buf.remaining());
+            buf.put_slice(&me.head[me.at..me.at + n]);
+            me.at += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut me.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Replayed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

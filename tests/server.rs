@@ -1142,3 +1142,47 @@ async fn metrics_port_closes_idle_connections_and_caps_them() {
     })
     .await;
 }
+
+/// A TLS connection that negotiates HTTP/2 and never sends the preface (or stops partway) is
+/// closed after the preface timeout instead of being held forever; HTTP/2 clients that do
+/// send it are served as before (every other h2 test here goes through the same path).
+#[tokio::test]
+async fn h2_connection_without_preface_is_closed() {
+    use fluxadmit::H2_PREFACE_TIMEOUT;
+    within("h2 preface", H2_PREFACE_TIMEOUT + LIMIT, async {
+        let srv = Setup::new(POLICIES).start().await;
+        let started = Instant::now();
+        let mut silent = tls_connect(srv.addr, srv.certs.ca_pem(), &[ALPN_H2])
+            .await
+            .unwrap();
+        assert_eq!(silent.get_ref().1.alpn_protocol(), Some(ALPN_H2));
+        let mut partial = tls_connect(srv.addr, srv.certs.ca_pem(), &[ALPN_H2])
+            .await
+            .unwrap();
+        partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        partial.flush().await.unwrap();
+        // A well-behaved h2 client meanwhile.
+        let mut c = srv.connect(&[ALPN_H2]).await;
+        assert_eq!(
+            c.sender.get("/healthz").await.unwrap().status,
+            StatusCode::OK
+        );
+        for s in [&mut silent, &mut partial] {
+            let mut buf = [0u8; 64];
+            let wait =
+                (H2_PREFACE_TIMEOUT + Duration::from_secs(5)).saturating_sub(started.elapsed());
+            match tokio::time::timeout(wait, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {}
+                Ok(Ok(n)) => panic!("unexpected bytes: {:?}", &buf[..n]),
+                Err(_) => panic!("connection without a preface still open"),
+            }
+        }
+        assert!(started.elapsed() >= H2_PREFACE_TIMEOUT - Duration::from_secs(1));
+        // The server still serves h2.
+        assert_eq!(
+            c.sender.get("/healthz").await.unwrap().status,
+            StatusCode::OK
+        );
+    })
+    .await;
+}
