@@ -149,14 +149,7 @@ pub const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 async fn serve_metrics(listener: TcpListener, app: axum::Router) {
     let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_MAX_CONNECTIONS));
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, peer) = accept(&listener, "metrics").await;
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "metrics: connection limit reached; closing");
             drop(tcp);
@@ -240,6 +233,20 @@ async fn serve(
     Ok(())
 }
 
+/// The next connection on `listener`. A failed accept (e.g. out of file descriptors) is
+/// logged and retried after a short pause instead of spinning.
+async fn accept(listener: &TcpListener, which: &str) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(c) => return c,
+            Err(e) => {
+                tracing::warn!(listener = which, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Accepts connections until dropped; each is handshaken and served in a tracked task.
 async fn accept_loop(
     listener: &TcpListener,
@@ -249,15 +256,7 @@ async fn accept_loop(
     tracker: &TaskTracker,
 ) {
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // e.g. out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, peer) = accept(listener, "webhook").await;
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
