@@ -658,7 +658,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             use kube::CustomResourceExt;
             print!(
                 "{}",
-                serde_yaml::to_string(&crate::policy::model::DeploymentPolicy::crd())?
+                serde_saphyr::to_string(&crate::policy::model::DeploymentPolicy::crd())?
             );
             Ok(ExitCode::SUCCESS)
         }

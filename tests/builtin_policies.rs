@@ -256,16 +256,14 @@ fn policies_yaml_prints_the_documents_and_loads_again() {
         yaml.contains("# source: builtin:flux-dependencies.yaml"),
         "{yaml}"
     );
-    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&yaml)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).unwrap();
     let names: Vec<&str> = docs
         .iter()
         .map(|d| d["metadata"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, DEFAULTS);
     for (d, (file, text)) in docs.iter().zip(builtin::FILES) {
-        let original: serde_json::Value = serde_yaml::from_str(text).unwrap();
+        let original: serde_json::Value = serde_saphyr::from_str(text).unwrap();
         assert_eq!(d, &original, "{file}");
     }
     // The printed set is a policy file: it replaces the built-in set with the same policies.

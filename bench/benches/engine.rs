@@ -244,7 +244,7 @@ fn patch(c: &mut Criterion, snap: &Snapshot) {
     let (_, text) = generate::policy_files()
         .find(|(f, _)| *f == "restricted-security-context.yaml")
         .unwrap();
-    let policy: serde_json::Value = serde_yaml::from_str(text).unwrap();
+    let policy: serde_json::Value = serde_saphyr::from_str(text).unwrap();
     let overlay = Overlay::compile(&policy["spec"]["rules"][0]["mutate"]["overlay"]).unwrap();
     let mut template = original["spec"]["template"].clone();
     let expected = overlay.json_patch(&template).unwrap();

@@ -135,7 +135,7 @@ pub fn write_state(dir: &Path, objects: usize) -> anyhow::Result<StateDir> {
         if err.is_some() {
             return;
         }
-        match serde_yaml::to_string(&m) {
+        match serde_saphyr::to_string(&m) {
             Ok(s) => {
                 buf.push_str("---\n");
                 buf.push_str(&s);

@@ -181,38 +181,47 @@ impl Effective {
 
     /// The documents as one YAML stream (`---` between them, each after a `# source:`
     /// comment): what runs, loadable again with `--policies`.
-    pub fn yaml(&self) -> Result<String, serde_yaml::Error> {
+    pub fn yaml(&self) -> Result<String, serde_saphyr::SerializeError> {
         let mut out = String::new();
         for (src, doc) in &self.documents {
             out.push_str("---\n# source: ");
             out.push_str(src);
             out.push('\n');
-            out.push_str(&serde_yaml::to_string(&ordered_yaml(doc))?);
+            out.push_str(&serde_saphyr::to_string(&ReaderOrder(doc))?);
         }
         Ok(out)
     }
 }
 
-/// JSON to YAML with the keys a reader looks for first (`apiVersion`, `kind`, `metadata`,
-/// `name`) in front, the rest sorted.
-fn ordered_yaml(v: &serde_json::Value) -> serde_yaml::Value {
-    use serde_json::Value as J;
-    use serde_yaml::Value as Y;
-    const FIRST: [&str; 4] = ["apiVersion", "kind", "metadata", "name"];
-    match v {
-        J::Null => Y::Null,
-        J::Bool(b) => Y::Bool(*b),
-        J::Number(n) => serde_yaml::to_value(n).unwrap_or(Y::Null),
-        J::String(s) => Y::String(s.clone()),
-        J::Array(a) => Y::Sequence(a.iter().map(ordered_yaml).collect()),
-        J::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort_by_key(|k| (FIRST.iter().position(|f| f == k).unwrap_or(FIRST.len()), *k));
-            let mut out = serde_yaml::Mapping::new();
-            for k in keys {
-                out.insert(Y::String(k.clone()), ordered_yaml(&m[k.as_str()]));
+/// A JSON value serialized with the keys a reader looks for first (`apiVersion`, `kind`,
+/// `metadata`, `name`) in front of each map, the rest sorted.
+struct ReaderOrder<'a>(&'a serde_json::Value);
+
+impl serde::Serialize for ReaderOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        use serde_json::Value as J;
+        const FIRST: [&str; 4] = ["apiVersion", "kind", "metadata", "name"];
+        match self.0 {
+            J::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                for v in a {
+                    seq.serialize_element(&ReaderOrder(v))?;
+                }
+                seq.end()
             }
-            Y::Mapping(out)
+            J::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort_by_key(|k| {
+                    (FIRST.iter().position(|f| f == k).unwrap_or(FIRST.len()), *k)
+                });
+                let mut map = s.serialize_map(Some(keys.len()))?;
+                for k in keys {
+                    map.serialize_entry(k, &ReaderOrder(&m[k.as_str()]))?;
+                }
+                map.end()
+            }
+            scalar => scalar.serialize(s),
         }
     }
 }

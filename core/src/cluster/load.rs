@@ -1,7 +1,6 @@
 //! Filling the view from a directory of manifests (the offline source).
 
 use super::ClusterView;
-use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -54,17 +53,79 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 }
 
 /// Parses every document of a file (multi-document YAML, JSON, `List` kinds flattened).
+///
+/// YAML is read with serde-saphyr. Its limits are raised to what a rendered repository or a
+/// cluster dump needs (a single `kustomize build` stream can hold thousands of documents);
+/// the alias limits stay at their defaults, so an alias bomb is still refused. Scalars follow
+/// YAML 1.2 (`yes`, `0777` and `1_000` are strings), a repeated key keeps its last value, and `.inf`/`.nan` read
+/// as null, as JSON has no such numbers.
 pub fn parse_manifests(path: &Path, text: &str) -> Result<Vec<Value>, LoadError> {
-    let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let v = Value::deserialize(doc).map_err(|e| LoadError::Parse {
-            path: path.to_path_buf(),
-            doc: i + 1,
-            message: e.to_string(),
-        })?;
+    if text.trim_start().starts_with(['{', '[']) {
+        // A JSON file or dump (`kubectl get -o json`): serde_json reads it several times
+        // faster than a YAML parser. Anything it refuses is read as YAML below, which
+        // reports the error.
+        let docs: Result<Vec<Value>, _> = serde_json::Deserializer::from_str(text)
+            .into_iter()
+            .collect();
+        if let Ok(docs) = docs {
+            let mut out = Vec::with_capacity(docs.len());
+            for v in docs {
+                flatten_into(v, &mut out);
+            }
+            return Ok(out);
+        }
+    }
+    let options = serde_saphyr::options! {
+        with_snippet: false,
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
+        budget: serde_saphyr::budget! {
+            max_reader_input_bytes: None,
+            max_events: usize::MAX,
+            max_nodes: usize::MAX,
+            max_documents: usize::MAX,
+            max_total_scalar_bytes: usize::MAX,
+            max_depth: 128,
+        },
+    };
+    let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(
+        text, options,
+    )
+    .map_err(|e| LoadError::Parse {
+        path: path.to_path_buf(),
+        doc: e
+            .location()
+            .map_or(1, |l| document_at(text, l.line() as usize)),
+        message: e.to_string(),
+    })?;
+    let mut out = Vec::with_capacity(docs.len());
+    for v in docs {
         flatten_into(v, &mut out);
     }
     Ok(out)
+}
+
+/// Which document (1-based) of a YAML stream holds `line` (1-based): the `---` markers
+/// before it are counted, and content before the first marker is an implicit first document.
+fn document_at(text: &str, line: usize) -> usize {
+    let mut docs = 0;
+    for l in text.lines().take(line.saturating_sub(1)) {
+        let marker = l
+            .strip_prefix("---")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' ') || rest.starts_with('\t'));
+        if marker {
+            docs += 1;
+        } else if docs == 0 {
+            let t = l.trim_start();
+            if !(t.is_empty() || t.starts_with('#') || t.starts_with('%')) {
+                docs = 1;
+            }
+        }
+    }
+    docs.max(1)
 }
 
 fn flatten_into(v: Value, out: &mut Vec<Value>) {
@@ -193,5 +254,63 @@ mod tests {
         let err = parse_manifests(Path::new("state/bad.yaml"), "a: 1\n---\nb: [\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("state/bad.yaml: document 2:"), "{msg}");
+        assert!(msg.contains("line 3, column 4"), "{msg}");
+    }
+
+    #[test]
+    fn document_number_counts_markers_and_an_implicit_first_document() {
+        // A comment and a leading marker do not open a document of their own; an empty
+        // document between two markers counts, as a YAML stream has it.
+        let text = "# header\n---\na: 1\n---\n---\nkind: X\n  bad: indentation\n";
+        let msg = parse_manifests(Path::new("f.yaml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("f.yaml: document 3:"), "{msg}");
+        assert!(msg.contains("line 7"), "{msg}");
+        let msg = parse_manifests(Path::new("f.yaml"), "a: [1,\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("f.yaml: document 1:"), "{msg}");
+    }
+
+    #[test]
+    fn yaml_reads_as_a_manifest_would() {
+        let text = "kind: ConfigMap\ndata:\n  a: yes\n  b: 0777\n  c: '1'\n  d: !secret x\n  e: .inf\n  f: 1\n  f: 2\n  g: 1_000\n  h: 0o17\n  i: 0x1F\n  j: 1e3\n  k: ~\n";
+        let docs = parse_manifests(Path::new("f.yaml"), text).unwrap();
+        let d = &docs[0]["data"];
+        // YAML 1.2: `yes` and a leading zero are strings; an application tag is read through;
+        // a number JSON cannot hold is null; a repeated key keeps its last value.
+        assert_eq!(d["a"], "yes");
+        assert_eq!(d["b"], "0777");
+        assert_eq!(d["c"], "1");
+        assert_eq!(d["d"], "x");
+        assert!(d["e"].is_null());
+        assert_eq!(d["f"], 2);
+        assert_eq!(d["g"], "1_000");
+        assert_eq!((d["h"].as_i64(), d["i"].as_i64()), (Some(15), Some(31)));
+        assert_eq!(d["j"].as_f64(), Some(1000.0));
+        assert!(d["k"].is_null());
+    }
+
+    #[test]
+    fn json_streams_and_json_lists_are_read() {
+        let text = "{\"kind\":\"List\",\"items\":[{\"kind\":\"Secret\",\"metadata\":{\"name\":\"a\"}}]}\n{\"kind\":\"Namespace\",\"metadata\":{\"name\":\"n\"}}";
+        let docs = parse_manifests(Path::new("dump.json"), text).unwrap();
+        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["Secret", "Namespace"]);
+        // Not JSON after all (a flow mapping with YAML in it): read as YAML.
+        let docs = parse_manifests(
+            Path::new("f.yaml"),
+            "{kind: Namespace, metadata: {name: n}}\n",
+        )
+        .unwrap();
+        assert_eq!(docs[0]["kind"], "Namespace");
+        let msg = parse_manifests(Path::new("f.json"), "{\"kind\": \"Namespace\",\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("f.json: document 1: not valid YAML/JSON:"),
+            "{msg}"
+        );
     }
 }

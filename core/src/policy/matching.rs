@@ -4,6 +4,7 @@ use super::model::{Labels, Match, OperationName};
 use crate::policy::FieldError;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Expression, SelectorExt};
 
 /// What a filter looks at, taken from the admission request once.
 pub struct MatchInput<'a> {
@@ -28,20 +29,9 @@ pub struct Matcher {
     operations: Vec<OperationName>,
 }
 
-/// A compiled Kubernetes label selector.
+/// A compiled Kubernetes label selector: kube-rs's own expressions, parsed once at load.
 #[derive(Debug)]
-pub struct Selector {
-    match_labels: Vec<(String, String)>,
-    exprs: Vec<(String, SelOp, Vec<String>)>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum SelOp {
-    In,
-    NotIn,
-    Exists,
-    DoesNotExist,
-}
+pub struct Selector(Vec<Expression>);
 
 /// Builds a glob set; `field` names the place in the policy for the error.
 pub fn globs(patterns: &[String], field: &str) -> Result<Option<GlobSet>, FieldError> {
@@ -62,56 +52,60 @@ pub fn globs(patterns: &[String], field: &str) -> Result<Option<GlobSet>, FieldE
 
 impl Selector {
     pub fn compile(sel: &LabelSelector, field: &str) -> Result<Selector, FieldError> {
-        let match_labels = sel
+        let mut exprs: Vec<Expression> = sel
             .match_labels
             .iter()
             .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| Expression::Equal(k.clone(), v.clone()))
             .collect();
-        let mut exprs = Vec::new();
         for (i, e) in sel.match_expressions.iter().flatten().enumerate() {
-            let op = match e.operator.as_str() {
-                "In" => SelOp::In,
-                "NotIn" => SelOp::NotIn,
-                "Exists" => SelOp::Exists,
-                "DoesNotExist" => SelOp::DoesNotExist,
-                other => {
-                    return Err(FieldError::new(
-                        format!("{field}.matchExpressions[{i}].operator"),
-                        format!(
-                            "unknown operator {other:?}; use In, NotIn, Exists or DoesNotExist"
-                        ),
-                    ));
-                }
-            };
-            let values = e.values.clone().unwrap_or_default();
-            if matches!(op, SelOp::In | SelOp::NotIn) && values.is_empty() {
+            let at = format!("{field}.matchExpressions[{i}]");
+            if matches!(e.operator.as_str(), "In" | "NotIn")
+                && e.values.as_ref().is_none_or(Vec::is_empty)
+            {
+                // The API server refuses these too; kube-rs accepts an empty list.
                 return Err(FieldError::new(
-                    format!("{field}.matchExpressions[{i}].values"),
+                    format!("{at}.values"),
                     "In and NotIn need at least one value",
                 ));
             }
-            exprs.push((e.key.clone(), op, values));
+            let expr = Expression::try_from(e.clone()).map_err(|_| {
+                FieldError::new(
+                    format!("{at}.operator"),
+                    format!(
+                        "unknown operator {:?}; use In, NotIn, Exists or DoesNotExist",
+                        e.operator
+                    ),
+                )
+            })?;
+            exprs.push(expr);
         }
-        Ok(Selector {
-            match_labels,
-            exprs,
-        })
+        Ok(Selector(exprs))
     }
 
-    pub fn matches<'v>(&self, get: impl Fn(&str) -> Option<&'v str>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| get(k) == Some(v.as_str()))
-            && self.exprs.iter().all(|(k, op, vals)| {
-                let got = get(k);
-                match op {
-                    SelOp::In => got.is_some_and(|g| vals.iter().any(|v| v == g)),
-                    SelOp::NotIn => got.is_none_or(|g| vals.iter().all(|v| v != g)),
-                    SelOp::Exists => got.is_some(),
-                    SelOp::DoesNotExist => got.is_none(),
-                }
-            })
+    /// Matches a label map held as such (a namespace's labels in the view); a namespace
+    /// that is not in the view has no labels.
+    pub fn matches_map(&self, labels: Option<&Labels>) -> bool {
+        static NONE: Labels = Labels::new();
+        let labels = labels.unwrap_or(&NONE);
+        self.0.iter().all(|e| e.matches(labels))
+    }
+
+    /// Matches the labels of the object under review where they are, in its JSON (no copy
+    /// into a map per request). Same semantics as kube-rs's [`SelectorExt::matches`].
+    pub fn matches_json(
+        &self,
+        labels: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(|v| v.as_str());
+        self.0.iter().all(|e| match e {
+            Expression::In(k, vals) => get(k).is_some_and(|g| vals.contains(g)),
+            Expression::NotIn(k, vals) => get(k).is_none_or(|g| !vals.contains(g)),
+            Expression::Equal(k, v) => get(k) == Some(v.as_str()),
+            Expression::NotEqual(k, v) => get(k) != Some(v.as_str()),
+            Expression::Exists(k) => get(k).is_some(),
+            Expression::DoesNotExist(k) => get(k).is_none(),
+        })
     }
 }
 
@@ -173,18 +167,94 @@ impl Matcher {
         {
             return false;
         }
-        if let Some(sel) = &self.namespace_selector {
-            let labels = input.namespace_labels;
-            if !sel.matches(|k| labels.and_then(|l| l.get(k)).map(String::as_str)) {
-                return false;
-            }
+        if let Some(sel) = &self.namespace_selector
+            && !sel.matches_map(input.namespace_labels)
+        {
+            return false;
         }
-        if let Some(sel) = &self.object_selector {
-            let labels = input.labels;
-            if !sel.matches(|k| labels.and_then(|l| l.get(k)).and_then(|v| v.as_str())) {
-                return false;
-            }
+        if let Some(sel) = &self.object_selector
+            && !sel.matches_json(input.labels)
+        {
+            return false;
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use proptest::prelude::*;
+
+    fn requirement(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: Some(values.iter().map(|v| v.to_string()).collect()),
+        }
+    }
+
+    proptest! {
+        /// The object's labels are matched in place; a namespace's through kube-rs. Both
+        /// must give kube-rs's answer for any selector and any labels.
+        #[test]
+        fn in_place_matching_is_kube_rs_matching(
+            labels in proptest::collection::btree_map("[abc]", "[xyz]", 0..3),
+            equal in proptest::collection::btree_map("[abc]", "[xyz]", 0..2),
+            reqs in proptest::collection::vec(
+                ("[abc]", prop_oneof![Just("In"), Just("NotIn"), Just("Exists"), Just("DoesNotExist")],
+                 proptest::collection::vec("[xyz]", 1..3)),
+                0..3),
+        ) {
+            let sel = LabelSelector {
+                match_labels: Some(equal),
+                match_expressions: Some(reqs.iter().map(|(k, op, vals)| {
+                    let vals: Vec<&str> = vals.iter().map(String::as_str).collect();
+                    requirement(k, op, &vals)
+                }).collect()),
+            };
+            let kube_rs: kube::core::Selector = sel.clone().try_into().unwrap();
+            let want = kube_rs.matches(&labels);
+            let compiled = Selector::compile(&sel, "spec.match.objectSelector").unwrap();
+            let json: serde_json::Map<String, serde_json::Value> =
+                labels.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+            prop_assert_eq!(compiled.matches_json(Some(&json)), want);
+            prop_assert_eq!(compiled.matches_map(Some(&labels)), want);
+        }
+    }
+
+    #[test]
+    fn bad_requirements_name_their_field() {
+        let sel = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![
+                requirement("a", "Exists", &[]),
+                requirement("b", "Equals", &["x"]),
+            ]),
+        };
+        let e = Selector::compile(&sel, "spec.match.objectSelector").unwrap_err();
+        assert_eq!(
+            e.field,
+            "spec.match.objectSelector.matchExpressions[1].operator"
+        );
+        assert!(e.reason.contains("\"Equals\""), "{}", e.reason);
+        let sel = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![requirement("a", "NotIn", &[])]),
+        };
+        let e = Selector::compile(&sel, "f").unwrap_err();
+        assert_eq!(e.field, "f.matchExpressions[0].values");
+    }
+
+    #[test]
+    fn an_unknown_namespace_has_no_labels() {
+        let sel = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![requirement("team", "DoesNotExist", &[])]),
+        };
+        let compiled = Selector::compile(&sel, "f").unwrap();
+        assert!(compiled.matches_map(None));
+        assert!(compiled.matches_json(None));
     }
 }

@@ -207,7 +207,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> DeploymentPolicySpec {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_saphyr::from_str(yaml).unwrap()
     }
 
     fn check(s: &DeploymentPolicySpec) -> Result<(), FieldError> {
