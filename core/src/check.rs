@@ -4,7 +4,7 @@
 //! every object in the repository (Flux applies them together): mutated first, as the
 //! mutating webhook would, then validated as mutated.
 
-use crate::cluster::load::{LoadError, manifest_files, parse_manifests};
+use crate::cluster::load::{LoadError, manifest_files, parse_manifests_with_lines};
 use crate::cluster::{ClusterView, FluxKind, depends_on_of};
 use crate::engine::{Mode, Reported};
 use crate::graph::{Graph, ObjKey};
@@ -14,9 +14,18 @@ use crate::state::Snapshot;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
-/// One manifest and the file it came from.
+pub mod provided;
+
+/// One manifest, the file it came from and what applies it.
+#[derive(Debug, Clone)]
 pub struct Document {
     pub file: PathBuf,
+    /// The line its document starts on, when it was read from that file as written (not when
+    /// a kustomize build or a chart made it).
+    pub line: Option<usize>,
+    /// What applies it in the cluster, e.g. `Kustomization flux-system/apps`; None for an
+    /// object read from the paths given.
+    pub applied_by: Option<String>,
     pub object: Value,
 }
 
@@ -34,9 +43,11 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<Document>, LoadError> {
                 path: f.clone(),
                 error: source,
             })?;
-            for object in parse_manifests(&f, &text)? {
+            for (line, object) in parse_manifests_with_lines(&f, &text)? {
                 docs.push(Document {
                     file: f.clone(),
+                    line,
+                    applied_by: None,
                     object,
                 });
             }
@@ -49,8 +60,18 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<Document>, LoadError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckFinding {
     pub file: String,
+    /// The line the object's document starts on in `file`, when known.
+    pub line: Option<usize>,
+    /// `Kind namespace/name`.
     pub object: String,
+    /// What applies the object (`Kustomization flux-system/apps`), when known.
+    pub applied_by: Option<String>,
+    /// The cluster (world) the object belongs to, when the repository holds several.
+    pub world: Option<String>,
+    pub policy: String,
+    pub rule: String,
     pub level: Level,
+    /// `policy/rule: path: message`, as the webhook writes it.
     pub text: String,
 }
 
@@ -68,6 +89,9 @@ impl std::fmt::Display for CheckFinding {
 pub struct Report {
     pub objects: usize,
     pub findings: Vec<CheckFinding>,
+    /// What could not be read or built, said once each (a missing kustomize, a chart that is
+    /// not available offline, a source that is not this repository).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -199,11 +223,17 @@ pub fn check(policies: PolicySet, state: ClusterView, docs: &[Document]) -> Repo
                 }
             }
         }
-        let file = docs[i].file.display().to_string();
+        let d = &docs[i];
+        let file = d.file.display().to_string();
         for r in findings {
             report.findings.push(CheckFinding {
                 file: file.clone(),
+                line: d.line,
                 object: label.clone(),
+                applied_by: d.applied_by.clone(),
+                world: None,
+                policy: r.policy.to_string(),
+                rule: r.rule.to_string(),
                 level: r.finding.level,
                 text: r.to_string(),
             });

@@ -57,10 +57,49 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 /// YAML is read with serde-saphyr. Its limits are raised to what a rendered repository or a
 /// cluster dump needs (a single `kustomize build` stream can hold thousands of documents);
 /// the alias limits stay at their defaults, so an alias bomb is still refused. Scalars follow
-/// YAML 1.2 (`yes`, `0777` and `1_000` are strings), a repeated key keeps its last value, and `.inf`/`.nan` read
-/// as null, as JSON has no such numbers.
+/// YAML 1.2 (`yes`, `0777` and `1_000` are strings), a repeated key keeps its last value, and
+/// `.inf`/`.nan` read as null, as JSON has no such numbers.
 pub fn parse_manifests(path: &Path, text: &str) -> Result<Vec<Value>, LoadError> {
-    if text.trim_start().starts_with(['{', '[']) {
+    let docs = parse_documents(path, text)?;
+    let mut out = Vec::with_capacity(docs.len());
+    for v in docs {
+        flatten_into(v, &mut out);
+    }
+    Ok(out)
+}
+
+/// Like [`parse_manifests`], with the line each object's document starts on (the first line
+/// of content after its `---`; items of a `List` share the list's line). The lines are
+/// None when the documents cannot be lined up with the text (a document that is only `~`),
+/// and for JSON.
+pub fn parse_manifests_with_lines(
+    path: &Path,
+    text: &str,
+) -> Result<Vec<(Option<usize>, Value)>, LoadError> {
+    let docs = parse_documents(path, text)?;
+    let starts = if is_json(text) {
+        Vec::new()
+    } else {
+        content_starts(text)
+    };
+    let lined = starts.len() == docs.len();
+    let mut out = Vec::with_capacity(docs.len());
+    for (i, v) in docs.into_iter().enumerate() {
+        let line = if lined { Some(starts[i]) } else { None };
+        let mut objs = Vec::new();
+        flatten_into(v, &mut objs);
+        out.extend(objs.into_iter().map(|o| (line, o)));
+    }
+    Ok(out)
+}
+
+fn is_json(text: &str) -> bool {
+    text.trim_start().starts_with(['{', '['])
+}
+
+/// The documents of a file as parsed, null documents left out and lists not flattened.
+fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, LoadError> {
+    if is_json(text) {
         // A JSON file or dump (`kubectl get -o json`): serde_json reads it several times
         // faster than a YAML parser. Anything it refuses is read as YAML below, which
         // reports the error.
@@ -68,11 +107,7 @@ pub fn parse_manifests(path: &Path, text: &str) -> Result<Vec<Value>, LoadError>
             .into_iter()
             .collect();
         if let Ok(docs) = docs {
-            let mut out = Vec::with_capacity(docs.len());
-            for v in docs {
-                flatten_into(v, &mut out);
-            }
-            return Ok(out);
+            return Ok(docs);
         }
     }
     let options = serde_saphyr::options! {
@@ -91,21 +126,49 @@ pub fn parse_manifests(path: &Path, text: &str) -> Result<Vec<Value>, LoadError>
             max_depth: 128,
         },
     };
-    let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(
-        text, options,
+    serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(text, options).map_err(
+        |e| LoadError::Parse {
+            path: path.to_path_buf(),
+            doc: e
+                .location()
+                .map_or(1, |l| document_at(text, l.line() as usize)),
+            message: e.to_string(),
+        },
     )
-    .map_err(|e| LoadError::Parse {
-        path: path.to_path_buf(),
-        doc: e
-            .location()
-            .map_or(1, |l| document_at(text, l.line() as usize)),
-        message: e.to_string(),
-    })?;
-    let mut out = Vec::with_capacity(docs.len());
-    for v in docs {
-        flatten_into(v, &mut out);
+}
+
+/// The first line of content (not blank, not a comment or directive) of each document.
+fn content_starts(text: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut open = false; // this document already has its line
+    for (i, l) in text.lines().enumerate() {
+        if is_marker(l) {
+            open = false;
+            // `--- {a: 1}` or `--- !tag`: content on the marker line itself.
+            let rest = l[3..].trim_start();
+            if !(rest.is_empty() || rest.starts_with('#')) {
+                out.push(i + 1);
+                open = true;
+            }
+            continue;
+        }
+        let t = l.trim_start();
+        if t == "..." {
+            open = false;
+            continue;
+        }
+        if open || t.is_empty() || t.starts_with('#') || t.starts_with('%') {
+            continue;
+        }
+        out.push(i + 1);
+        open = true;
     }
-    Ok(out)
+    out
+}
+
+fn is_marker(l: &str) -> bool {
+    l.strip_prefix("---")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' ') || rest.starts_with('\t'))
 }
 
 /// Which document (1-based) of a YAML stream holds `line` (1-based): the `---` markers
@@ -113,10 +176,7 @@ pub fn parse_manifests(path: &Path, text: &str) -> Result<Vec<Value>, LoadError>
 fn document_at(text: &str, line: usize) -> usize {
     let mut docs = 0;
     for l in text.lines().take(line.saturating_sub(1)) {
-        let marker = l
-            .strip_prefix("---")
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' ') || rest.starts_with('\t'));
-        if marker {
+        if is_marker(l) {
             docs += 1;
         } else if docs == 0 {
             let t = l.trim_start();
@@ -271,6 +331,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.starts_with("f.yaml: document 1:"), "{msg}");
+    }
+
+    #[test]
+    fn documents_know_their_first_line() {
+        let text = "# a header\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n\n# about b\nkind: List\nitems:\n- {kind: Secret, metadata: {name: s}}\n- {kind: Secret, metadata: {name: t}}\n---\n";
+        let got: Vec<(Option<usize>, String)> =
+            parse_manifests_with_lines(Path::new("f.yaml"), text)
+                .unwrap()
+                .into_iter()
+                .map(|(l, v)| (l, v["metadata"]["name"].as_str().unwrap().to_owned()))
+                .collect();
+        let want = [(Some(3), "a"), (Some(9), "s"), (Some(9), "t")];
+        assert_eq!(got, want.map(|(l, n)| (l, n.to_owned())));
     }
 
     #[test]

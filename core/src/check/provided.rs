@@ -1,0 +1,1 @@
+//! Secrets a repository provides without a plain Secret manifest (filled in by a helper).
