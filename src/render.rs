@@ -715,12 +715,21 @@ impl Renderer {
         Ok(())
     }
 
-    /// Builds the Kustomizations of one level on up to one thread per core; the results come
-    /// back in the jobs' order.
+    /// Builds the Kustomizations of one level. With kustomize, all of them go through one
+    /// kustomize run (its start and its OpenAPI schema cost more than most builds): each gets
+    /// its own directory and a label saying which it is, taken off afterwards. When that run
+    /// fails (two Kustomizations apply the same object, one path does not build), each is
+    /// built on its own, on up to one thread per core, so the failure is named.
     fn build_all(
         &self,
         jobs: &[(Value, PathBuf, BTreeMap<String, String>)],
     ) -> Vec<(Result<Vec<Document>, RenderError>, Sink)> {
+        if jobs.len() > 1
+            && let Some(tool) = &self.kustomize
+            && let Some(done) = self.build_together(tool, jobs)
+        {
+            return done;
+        }
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -772,8 +781,66 @@ impl Renderer {
             .collect()
     }
 
-    /// What one Flux Kustomization applies: its path built with its own kustomize fields,
-    /// then its post-build substitution.
+    /// One kustomize run for a level's Kustomizations; None when it fails. Each job's
+    /// kustomization sits inside one that adds a name suffix of its own (`-fxjob7q`), so
+    /// objects that share a name before substitution (`${APP}`) do not collide, and each
+    /// object says which job made it; the suffix is taken out of every string afterwards,
+    /// which undoes it in names and in the references kustomize rewrote with them.
+    fn build_together(
+        &self,
+        tool: &Kustomize,
+        jobs: &[(Value, PathBuf, BTreeMap<String, String>)],
+    ) -> Option<Vec<(Result<Vec<Document>, RenderError>, Sink)>> {
+        let tmp = tempfile::tempdir().ok()?;
+        let mut prepared = Vec::with_capacity(jobs.len());
+        let mut dirs = Vec::new();
+        for (i, (ks, path, _)) in jobs.iter().enumerate() {
+            let mut sink = Sink::default();
+            let outer = tmp.path().join(format!("j{i}"));
+            let inner = outer.join("in");
+            std::fs::create_dir_all(&inner).ok()?;
+            match self.prepare(ks, path, &inner, &mut sink) {
+                Ok(Prepared::Built(plan)) => {
+                    let k = serde_json::json!({"apiVersion": "kustomize.config.k8s.io/v1beta1",
+                        "kind": "Kustomization", "resources": ["in"],
+                        "nameSuffix": job_token(i)});
+                    std::fs::write(outer.join("kustomization.yaml"), k.to_string()).ok()?;
+                    dirs.push(format!("j{i}"));
+                    prepared.push((Ok(Prepared::Built(plan)), sink));
+                }
+                other => prepared.push((other, sink)),
+            }
+        }
+        if dirs.is_empty() {
+            return None; // nothing for kustomize: the jobs are cheap one by one
+        }
+        let top = serde_json::json!({"apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization", "resources": dirs});
+        std::fs::write(tmp.path().join("kustomization.yaml"), top.to_string()).ok()?;
+        let text = tool.build(tmp.path()).ok()?;
+        let mut scratch = Sink::default();
+        let built = parse_text(Path::new("<build>"), &text, true, &mut scratch).ok()?;
+        let mut per_job: Vec<Vec<Document>> = jobs.iter().map(|_| Vec::new()).collect();
+        for mut d in built {
+            let name = str_at(&d.object, "/metadata/name")?;
+            let i = job_of(name)?;
+            strip_token(&mut d.object, &job_token(i));
+            per_job.get_mut(i)?.push(d);
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for ((p, sink), ((ks, _, vars), docs)) in prepared.into_iter().zip(jobs.iter().zip(per_job))
+        {
+            let docs = match p {
+                Ok(Prepared::Built(plan)) => Ok(plan.finish(docs)),
+                Ok(Prepared::Ready(docs)) => Ok(docs),
+                Err(e) => Err(e),
+            };
+            out.push((docs.map(|d| finish_kustomization(ks, vars, d)), sink));
+        }
+        Some(out)
+    }
+
+    /// What one Flux Kustomization applies, built on its own.
     fn render_kustomization(
         &self,
         ks: &Value,
@@ -781,34 +848,52 @@ impl Renderer {
         vars: &BTreeMap<String, String>,
         sink: &mut Sink,
     ) -> Result<Vec<Document>, RenderError> {
+        let tmp = tempfile::tempdir().map_err(|e| RenderError::Build {
+            path: path.display().to_string(),
+            message: format!("temporary directory: {e}"),
+        })?;
+        let docs = match self.prepare(ks, path, tmp.path(), sink)? {
+            Prepared::Ready(docs) => docs,
+            Prepared::Built(plan) => {
+                let Some(tool) = &self.kustomize else {
+                    return Ok(Vec::new());
+                };
+                match tool.build(tmp.path()) {
+                    Ok(text) => {
+                        let docs = parse_text(&plan.file, &text, true, sink)?;
+                        plan.finish(docs)
+                    }
+                    Err(message) => {
+                        let (ns, name) = ns_name(ks);
+                        sink.note(format!("Kustomization {ns}/{name}: {message}"));
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        Ok(finish_kustomization(ks, vars, docs))
+    }
+
+    /// Gets one Flux Kustomization ready: either its objects already (nothing for kustomize
+    /// to do, or no kustomize), or a kustomization written into `dir` around its path with
+    /// its own kustomize fields (`targetNamespace`, `patches`, `components`, ...), the way
+    /// kustomize-controller applies them.
+    fn prepare(
+        &self,
+        ks: &Value,
+        path: &Path,
+        dir: &Path,
+        sink: &mut Sink,
+    ) -> Result<Prepared, RenderError> {
         let (ns, name) = ns_name(ks);
         if !path.is_dir() {
             sink.note(format!(
                 "Kustomization {ns}/{name}: spec.path {} is not a directory of the repository",
                 path.display()
             ));
-            return Ok(Vec::new());
+            return Ok(Prepared::Ready(Vec::new()));
         }
-        let mut out = self.overlay(ks, path, sink)?;
-        let by = format!("Kustomization {ns}/{name}");
-        for d in &mut out {
-            substitute::substitute_object(&mut d.object, vars);
-            d.applied_by = Some(by.clone());
-        }
-        Ok(out)
-    }
-
-    /// The path built with the Flux Kustomization's own kustomize fields
-    /// (`targetNamespace`, `patches`, `components`, ...), the way kustomize-controller applies
-    /// them: one kustomization around the path's.
-    fn overlay(
-        &self,
-        ks: &Value,
-        path: &Path,
-        sink: &mut Sink,
-    ) -> Result<Vec<Document>, RenderError> {
         let spec = ks.get("spec").cloned().unwrap_or(Value::Null);
-        let (ns, name) = ns_name(ks);
         let mut fields = serde_json::Map::new();
         if let Some(target) = spec.get("targetNamespace").and_then(Value::as_str) {
             fields.insert("namespace".into(), target.into());
@@ -838,7 +923,7 @@ impl Renderer {
             .map(|c| normalize(&path.join(c)))
             .collect();
         let kfile = kustomization_file(path);
-        let Some(tool) = &self.kustomize else {
+        if self.kustomize.is_none() {
             let mut docs = self.render_dir(path, sink)?;
             if let Some(target) = spec.get("targetNamespace").and_then(Value::as_str) {
                 for d in &mut docs {
@@ -850,24 +935,24 @@ impl Renderer {
                     "Kustomization {ns}/{name}: patches, components or images not applied (no kustomize)"
                 ));
             }
-            return Ok(docs);
-        };
-        if fields.is_empty() && components.is_empty() {
-            return self.render_dir(path, sink);
+            return Ok(Prepared::Ready(docs));
         }
-        let tmp = tempfile::tempdir().map_err(|e| RenderError::Build {
+        if kfile.is_none() && fields.is_empty() && components.is_empty() {
+            return Ok(Prepared::Ready(self.render_dir(path, sink)?));
+        }
+        let write_err = |e: std::io::Error| RenderError::Build {
             path: path.display().to_string(),
-            message: format!("temporary directory: {e}"),
-        })?;
-        // A kustomization.yaml in the path is included as it is (one build); a directory
-        // without one is read here first and handed over as one file.
+            message: format!("temporary file: {e}"),
+        };
+        // A kustomization.yaml in the path is included as it is; a directory without one
+        // is read here first and handed over as one file.
         let mut origin: BTreeMap<(String, String), (PathBuf, Option<usize>)> = BTreeMap::new();
         let resource = if kfile.is_some() {
-            relative_path(tmp.path(), path).display().to_string()
+            relative_path(dir, path).display().to_string()
         } else {
             let docs = self.render_dir(path, sink)?;
             if docs.is_empty() {
-                return Ok(docs);
+                return Ok(Prepared::Ready(docs));
             }
             let mut stream = String::new();
             for d in &docs {
@@ -879,12 +964,7 @@ impl Renderer {
                     .entry((kind, name))
                     .or_insert((d.file.clone(), d.line));
             }
-            std::fs::write(tmp.path().join("resources.yaml"), stream).map_err(|e| {
-                RenderError::Build {
-                    path: path.display().to_string(),
-                    message: format!("temporary file: {e}"),
-                }
-            })?;
+            std::fs::write(dir.join("resources.yaml"), stream).map_err(write_err)?;
             "resources.yaml".to_owned()
         };
         let mut k = serde_json::Map::new();
@@ -898,42 +978,113 @@ impl Renderer {
         if !components.is_empty() {
             let rel: Vec<Value> = components
                 .iter()
-                .map(|c| Value::from(relative_path(tmp.path(), c).display().to_string()))
+                .map(|c| Value::from(relative_path(dir, c).display().to_string()))
                 .collect();
             k.insert("components".into(), rel.into());
         }
         std::fs::write(
-            tmp.path().join("kustomization.yaml"),
+            dir.join("kustomization.yaml"),
             serde_json::to_string(&Value::Object(k)).unwrap_or_default(),
         )
-        .map_err(|e| RenderError::Build {
-            path: path.display().to_string(),
-            message: format!("temporary file: {e}"),
-        })?;
-        let text = match tool.build(tmp.path()) {
-            Ok(text) => text,
-            Err(message) => {
-                sink.note(format!("Kustomization {ns}/{name}: {message}"));
-                return Ok(Vec::new());
-            }
-        };
-        let file = kfile.unwrap_or_else(|| path.to_path_buf());
-        let mut out = parse_text(&file, &text, true, sink)?;
-        // Files and lines carry over by kind and name (a prefix or suffix aside).
-        let prefix = spec.get("namePrefix").and_then(Value::as_str).unwrap_or("");
-        let suffix = spec.get("nameSuffix").and_then(Value::as_str).unwrap_or("");
-        for d in &mut out {
+        .map_err(write_err)?;
+        Ok(Prepared::Built(Plan {
+            file: kfile.unwrap_or_else(|| path.to_path_buf()),
+            origin,
+            prefix: spec
+                .get("namePrefix")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            suffix: spec
+                .get("nameSuffix")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        }))
+    }
+}
+
+enum Prepared {
+    /// The objects, with nothing left for kustomize to do.
+    Ready(Vec<Document>),
+    /// A kustomization is written; build it and `finish` what it emits.
+    Built(Plan),
+}
+
+struct Plan {
+    /// The file findings name for what the build emits.
+    file: PathBuf,
+    /// (kind, name) → the file and line an object came from, for a directory read here.
+    origin: BTreeMap<(String, String), (PathBuf, Option<usize>)>,
+    prefix: String,
+    suffix: String,
+}
+
+impl Plan {
+    /// Names each built object's file, and its line when it came from a file read here.
+    fn finish(&self, mut docs: Vec<Document>) -> Vec<Document> {
+        for d in &mut docs {
+            d.file = self.file.clone();
             d.line = None;
             let kind = str_at(&d.object, "/kind").unwrap_or("").to_owned();
             let name = str_at(&d.object, "/metadata/name").unwrap_or("");
-            let bare = name.strip_prefix(prefix).unwrap_or(name);
-            let bare = bare.strip_suffix(suffix).unwrap_or(bare).to_owned();
-            if let Some((f, line)) = origin.get(&(kind, bare)) {
+            let bare = name.strip_prefix(self.prefix.as_str()).unwrap_or(name);
+            let bare = bare
+                .strip_suffix(self.suffix.as_str())
+                .unwrap_or(bare)
+                .to_owned();
+            if let Some((f, line)) = self.origin.get(&(kind, bare)) {
                 d.file = f.clone();
                 d.line = *line;
             }
         }
-        Ok(out)
+        docs
+    }
+}
+
+/// Post-build substitution and the Kustomization's name on each object it applies.
+fn finish_kustomization(
+    ks: &Value,
+    vars: &BTreeMap<String, String>,
+    mut docs: Vec<Document>,
+) -> Vec<Document> {
+    let (ns, name) = ns_name(ks);
+    let by = format!("Kustomization {ns}/{name}");
+    for d in &mut docs {
+        substitute::substitute_object(&mut d.object, vars);
+        d.applied_by = Some(by.clone());
+    }
+    docs
+}
+
+/// The name suffix that marks job `i` of a combined build.
+fn job_token(i: usize) -> String {
+    format!("-fxjob{i}q")
+}
+
+/// Which job of a combined build made an object with this name.
+fn job_of(name: &str) -> Option<usize> {
+    let at = name.rfind("-fxjob")?;
+    let rest = &name[at + "-fxjob".len()..];
+    let end = rest.find('q')?;
+    rest[..end].parse().ok()
+}
+
+/// Takes a job's suffix out of every string (names and the references to them) and key.
+fn strip_token(v: &mut Value, token: &str) {
+    match v {
+        Value::String(s) if s.contains(token) => *s = s.replace(token, ""),
+        Value::Array(a) => a.iter_mut().for_each(|e| strip_token(e, token)),
+        Value::Object(m) => {
+            if m.keys().any(|k| k.contains(token)) {
+                let old = std::mem::take(m);
+                for (k, val) in old {
+                    m.insert(k.replace(token, ""), val);
+                }
+            }
+            m.values_mut().for_each(|e| strip_token(e, token));
+        }
+        _ => {}
     }
 }
 

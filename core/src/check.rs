@@ -12,6 +12,7 @@ use crate::policy::PolicySet;
 use crate::rules::{Finding, Level};
 use crate::state::Snapshot;
 use serde_json::{Value, json};
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 pub mod provided;
@@ -166,9 +167,7 @@ pub fn admission_review(
 /// the validation sees is made of the mutated documents too.
 pub fn check(policies: PolicySet, state: ClusterView, docs: &[Document]) -> Report {
     let mut view = state;
-    for d in docs {
-        view.add_manifest(&d.object);
-    }
+    add_documents(&mut view, docs.iter().map(|d| &d.object));
     let mut snap = Snapshot { policies, view };
     let mut report = Report::default();
 
@@ -209,9 +208,10 @@ pub fn check(policies: PolicySet, state: ClusterView, docs: &[Document]) -> Repo
         .iter()
         .any(|(i, _, object, _)| *object != docs[*i].object)
     {
-        for (_, _, object, _) in &staged {
-            snap.view.add_manifest(object);
-        }
+        add_documents(
+            &mut snap.view,
+            staged.iter().map(|(_, _, object, _)| object),
+        );
     }
     for (i, label, object, mut findings) in staged {
         if let Some((_, bytes)) = review_body(i, &object)
@@ -240,6 +240,43 @@ pub fn check(policies: PolicySet, state: ClusterView, docs: &[Document]) -> Repo
         }
     }
     report
+}
+
+/// Adds the repository's objects to the view, in order (a later one replaces an earlier one of
+/// the same kind and name), then the Secrets they provide (ExternalSecrets, SealedSecrets; see
+/// [`provided`]). A plain Secret in the repository wins over a provided one of the same name;
+/// a provided Secret adds its key names to what the view already holds under that name (from
+/// the state, `--assume-secret` or another provider).
+pub fn add_documents<'a>(view: &mut ClusterView, objects: impl IntoIterator<Item = &'a Value>) {
+    let mut plain: HashSet<(&str, &str)> = HashSet::new();
+    let mut provided = Vec::new();
+    for obj in objects {
+        if let Some(p) = provided::provided_secret(obj) {
+            provided.push(p);
+        } else if view.add_manifest(obj) && is_plain_secret(obj) {
+            let name = crate::json::str_at(obj, "/metadata/name").unwrap_or("");
+            plain.insert((namespace_of(obj), name));
+        }
+    }
+    for p in &provided {
+        if !plain.contains(&(p.namespace.as_str(), p.name.as_str())) {
+            provided::insert(view, p);
+        }
+    }
+}
+
+fn is_plain_secret(obj: &Value) -> bool {
+    obj.get("apiVersion").and_then(Value::as_str) == Some("v1")
+        && obj.get("kind").and_then(Value::as_str) == Some("Secret")
+}
+
+/// Adds Secrets made outside Git (`--assume-secret`) to the view, as if the cluster held them:
+/// each adds its key names to a Secret the view already holds under that name. Call it on the
+/// state before [`check`], so a plain Secret in the repository still wins.
+pub fn assume_secrets(view: &mut ClusterView, secrets: &[provided::ProvidedSecret]) {
+    for s in secrets {
+        provided::insert(view, s);
+    }
 }
 
 /// The dependsOn graph of one Flux kind over the documents.

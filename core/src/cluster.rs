@@ -119,8 +119,14 @@ pub fn labels_of(obj: &Value) -> Labels {
 /// A Secret reduced to what rules may know: its type and key names. Never a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretInfo {
+    /// The Secret's type; empty when it is not known (a Secret assumed with
+    /// `--assume-secret`), and then no rule compares it.
     pub type_: String,
     pub keys: BTreeSet<String>,
+    /// The key names cannot be known offline (an ExternalSecret with `dataFrom`, a secret
+    /// assumed without keys): rules take it to hold every key they look for. `keys` still
+    /// lists the names that are known. False for every Secret read as it is.
+    pub open_keys: bool,
 }
 
 /// A ConfigMap reduced to its key names.
@@ -467,6 +473,7 @@ impl ClusterView {
                 let info = SecretInfo {
                     type_,
                     keys: data_keys(obj),
+                    open_keys: false,
                 };
                 Arc::make_mut(&mut self.secrets).insert(namespace, name, info);
             }

@@ -126,15 +126,15 @@ fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, LoadError> {
             max_depth: 128,
         },
     };
-    serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(text, options).map_err(
-        |e| LoadError::Parse {
+    serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(text, options).map_err(|e| {
+        LoadError::Parse {
             path: path.to_path_buf(),
             doc: e
                 .location()
                 .map_or(1, |l| document_at(text, l.line() as usize)),
             message: e.to_string(),
-        },
-    )
+        }
+    })
 }
 
 /// The first line of content (not blank, not a comment or directive) of each document.

@@ -210,7 +210,8 @@ fn check_pull_secret(view: &ClusterView, ns: &str, name: &str, path: &str, out: 
             path,
             format!("image pull Secret {ns}/{name} not found; pods in {ns:?} cannot pull their images"),
         ).on_other()),
-        Some(s) if !PULL_TYPES.contains(&s.type_.as_str()) => out.push(Finding::error(
+        // An empty type is unknown (a Secret assumed with --assume-secret): not judged.
+        Some(s) if !s.type_.is_empty() && !PULL_TYPES.contains(&s.type_.as_str()) => out.push(Finding::error(
             path,
             format!("image pull Secret {ns}/{name} has type {:?}; expected kubernetes.io/dockerconfigjson", s.type_),
         ).on_other()),

@@ -50,13 +50,20 @@ impl ReferencedSecrets {
     }
 
     fn check(&self, view: &ClusterView, r: &Reference<'_>, out: &mut Vec<Finding>) {
-        let found: Option<&BTreeSet<String>> = match r.kind {
-            "Secret" => view.secrets.get(r.namespace, r.name).map(|s| &s.keys),
+        // The key names and whether they are open (not known offline: every key counts as
+        // present, only the names that are known can be judged).
+        let found: Option<(&BTreeSet<String>, bool)> = match r.kind {
+            "Secret" => view
+                .secrets
+                .get(r.namespace, r.name)
+                .map(|s| (&s.keys, s.open_keys)),
             "ConfigMap" => {
                 if !self.config_maps || !view.tracks_config_maps {
                     return;
                 }
-                view.config_maps.get(r.namespace, r.name).map(|c| &c.keys)
+                view.config_maps
+                    .get(r.namespace, r.name)
+                    .map(|c| (&c.keys, false))
             }
             other => {
                 out.push(Finding::error(
@@ -66,7 +73,7 @@ impl ReferencedSecrets {
                 return;
             }
         };
-        let Some(keys) = found else {
+        let Some((keys, open_keys)) = found else {
             if !r.optional {
                 out.push(
                     Finding::error(
@@ -90,6 +97,8 @@ impl ReferencedSecrets {
         let what = format!("{} {}/{}", r.kind, r.namespace, r.name);
         match &r.need {
             Need::Exists => {}
+            // Open keys hold whatever key is asked for.
+            Need::Key(_) | Need::AnyOf(_) | Need::Decryption if open_keys => {}
             Need::Key(k) => {
                 if !keys.contains(*k) && !r.optional {
                     out.push(
@@ -120,6 +129,8 @@ impl ReferencedSecrets {
                     ).on_other());
                 }
             }
+            // With open keys the names that are known are still judged: they are keys the
+            // Secret will hold.
             Need::VariableNames => {
                 let bad: Vec<&str> = keys
                     .iter()
