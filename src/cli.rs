@@ -222,6 +222,12 @@ pub struct CheckArgs {
     /// List the files skipped as not Kubernetes manifests.
     #[arg(long, short)]
     pub verbose: bool,
+    /// `text`: findings grouped by file; `json`: for scripts; `sarif`: for GitHub code scanning.
+    #[arg(long, default_value = "text")]
+    pub format: crate::report::CheckFormat,
+    /// Fail (exit 1) on warnings too.
+    #[arg(long)]
+    pub strict: bool,
     /// Repository directories or files (e.g. . or ./clusters/production); `-` reads a YAML
     /// stream from stdin (`kustomize build overlays/prod | fluxadmit check -`).
     #[arg(required_unless_present = "cluster")]
@@ -779,23 +785,19 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 f
             }));
     }
-    for f in &report.findings {
-        println!("{f}");
-    }
-    for n in &report.notes {
-        println!("note: {n}");
-    }
-    println!(
-        "checked {}: {}, {}",
-        count(report.objects, "object"),
-        count(report.errors(), "error"),
-        count(report.warnings(), "warning")
-    );
-    Ok(if report.errors() > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    let color =
+        matches!(args.format, crate::report::CheckFormat::Text) && crate::report::stdout_color();
+    crate::report::write_report(
+        &mut std::io::stdout().lock(),
+        &report,
+        &snap.policies,
+        args.format,
+        color,
+    )?;
+    Ok(ExitCode::from(crate::report::exit_code(
+        &report,
+        args.strict,
+    )))
 }
 
 fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
@@ -858,14 +860,6 @@ fn warn_policies(set: &PolicySet) {
 }
 
 /// `1 error`, `2 errors`.
-fn count(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
 /// The review body for `fluxadmit review`: an AdmissionReview as given, or one built around a
 /// plain manifest (with `--operation`, `--old`, `--dry-run`).
 fn review_input(args: &ReviewArgs, body: Vec<u8>) -> Result<Vec<u8>, String> {

@@ -10,6 +10,7 @@ mod cli;
 mod live;
 mod metrics;
 mod render;
+mod report;
 mod server;
 mod watch;
 

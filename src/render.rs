@@ -475,6 +475,12 @@ struct Renderer {
     kustomize: Option<Kustomize>,
 }
 
+/// A Flux Kustomization to build: the object, its path in the repository, its variables.
+type Job = (Value, PathBuf, BTreeMap<String, String>);
+
+/// What one build gave, and what it noticed.
+type Built = (Result<Vec<Document>, RenderError>, Sink);
+
 /// What rendering noticed along the way; one per thread, merged in a fixed order.
 #[derive(Default)]
 struct Sink {
@@ -699,7 +705,7 @@ impl Renderer {
             }
             next = end;
             let known: Vec<&Document> = docs.iter().collect();
-            let jobs: Vec<(Value, PathBuf, BTreeMap<String, String>)> = batch
+            let jobs: Vec<Job> = batch
                 .into_iter()
                 .map(|(ks, path)| {
                     let vars = variables(&ks, &known, &world);
@@ -722,8 +728,8 @@ impl Renderer {
     /// built on its own, on up to one thread per core, so the failure is named.
     fn build_all(
         &self,
-        jobs: &[(Value, PathBuf, BTreeMap<String, String>)],
-    ) -> Vec<(Result<Vec<Document>, RenderError>, Sink)> {
+        jobs: &[Job],
+    ) -> Vec<Built> {
         if jobs.len() > 1
             && let Some(tool) = &self.kustomize
             && let Some(done) = self.build_together(tool, jobs)
@@ -736,9 +742,9 @@ impl Renderer {
             .min(jobs.len())
             .max(1);
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut slots: Vec<Option<(Result<Vec<Document>, RenderError>, Sink)>> =
+        let mut slots: Vec<Option<Built>> =
             (0..jobs.len()).map(|_| None).collect();
-        let done: Vec<Vec<(usize, (Result<Vec<Document>, RenderError>, Sink))>> =
+        let done: Vec<Vec<(usize, Built)>> =
             std::thread::scope(|s| {
                 let handles: Vec<_> = (0..threads)
                     .map(|_| {
@@ -789,8 +795,8 @@ impl Renderer {
     fn build_together(
         &self,
         tool: &Kustomize,
-        jobs: &[(Value, PathBuf, BTreeMap<String, String>)],
-    ) -> Option<Vec<(Result<Vec<Document>, RenderError>, Sink)>> {
+        jobs: &[Job],
+    ) -> Option<Vec<Built>> {
         let tmp = tempfile::tempdir().ok()?;
         let mut prepared = Vec::with_capacity(jobs.len());
         let mut dirs = Vec::new();

@@ -256,12 +256,14 @@ fn check_resolves_chart_ref_through_the_repository() {
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     let finding = stdout
         .lines()
-        .find(|l| {
-            l.starts_with(
-                "tests/fixtures/chartref/repo/apps/echo/helmrelease.yaml: HelmRelease apps/echo error: app-template-secrets/app-token: ",
-            )
-        })
+        .find(|l| l.contains("HelmRelease apps/echo error: app-template-secrets/app-token: "))
         .unwrap_or_else(|| panic!("no finding on apps/echo:\n{stdout}"));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "tests/fixtures/chartref/repo/apps/echo/helmrelease.yaml"),
+        "the finding is not under its file:\n{stdout}"
+    );
     assert!(finding.contains("Secret apps/app-token"), "{finding}");
     // jellyfin has its Secret in the repository; podinfo is another chart.
     assert!(!stdout.contains("jellyfin"), "{stdout}");

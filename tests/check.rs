@@ -24,14 +24,31 @@ fn run(args: &[&str]) -> (Option<i32>, String) {
 fn check_reports_cycles_missing_secrets_and_missing_dependencies() {
     let (code, out) = run(&["check", "--policies", "policies", "tests/fixtures/repo"]);
     assert_eq!(code, Some(1), "{out}");
-    let releases = "tests/fixtures/repo/apps/releases.yaml";
-    assert!(out.contains(&format!("{releases}: HelmRelease apps/api error: flux-dependencies/depends-on: spec.dependsOn[0]: dependency cycle: apps/api → apps/worker → apps/api")), "{out}");
-    assert!(out.contains(&format!("{releases}: HelmRelease apps/worker error: flux-referenced-secrets/referenced-secrets: spec.valuesFrom[0]: Secret apps/worker-values not found")), "{out}");
-    assert!(out.contains("tests/fixtures/repo/apps/web.yaml: HelmRelease apps/web warning: flux-dependencies/depends-on: spec.dependsOn[0]: HelmRelease apps/cdn not found"), "{out}");
+    // One header line per file, in path order; its findings below it, by line.
     assert!(
-        out.contains("checked 4 objects: 3 errors, 1 warning"),
+        out.starts_with(
+            "tests/fixtures/repo/apps/releases.yaml\n\
+             \x20 1: HelmRelease apps/api error: flux-dependencies/depends-on: spec.dependsOn[0]: dependency cycle: apps/api → apps/worker → apps/api"
+        ),
         "{out}"
     );
+    assert!(out.contains("\n  9: HelmRelease apps/worker error: flux-referenced-secrets/referenced-secrets: spec.valuesFrom[0]: Secret apps/worker-values not found"), "{out}");
+    assert!(out.contains("\ntests/fixtures/repo/apps/web.yaml\n  1: HelmRelease apps/web warning: flux-dependencies/depends-on: spec.dependsOn[0]: HelmRelease apps/cdn not found"), "{out}");
+    let headers: Vec<&str> = out.lines().filter(|l| l.ends_with(".yaml")).collect();
+    assert_eq!(
+        headers,
+        [
+            "tests/fixtures/repo/apps/releases.yaml",
+            "tests/fixtures/repo/apps/web.yaml"
+        ],
+        "{out}"
+    );
+    assert!(
+        out.ends_with("checked 4 objects: 3 errors, 1 warning\n"),
+        "{out}"
+    );
+    // Piped, not a terminal: no colour.
+    assert!(!out.contains('\x1b'), "{out}");
 }
 
 #[test]
