@@ -198,6 +198,13 @@ pub struct RenderArgs {
     /// Render only this cluster directory of the repository (e.g. clusters/production).
     #[arg(long)]
     pub cluster: Option<PathBuf>,
+    /// helm binary for rendering the charts of HelmReleases; found on PATH when not given.
+    #[arg(long, env = "FLUXADMIT_HELM")]
+    pub helm: Option<PathBuf>,
+    /// A local chart cache: `.tgz` files or unpacked charts (repeatable). Charts that are
+    /// neither there nor in the repository are named in the summary, never fetched.
+    #[arg(long)]
+    pub charts: Vec<PathBuf>,
 }
 
 impl RenderArgs {
@@ -205,6 +212,8 @@ impl RenderArgs {
         crate::render::Options {
             kustomize: self.kustomize.clone(),
             cluster: self.cluster.clone(),
+            helm: self.helm.clone(),
+            charts: self.charts.clone(),
         }
     }
 }

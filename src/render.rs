@@ -8,6 +8,7 @@
 //! `nameSuffix`, then `postBuild` substitution. Each cluster in the repository is its own
 //! world.
 
+pub mod helm;
 pub mod substitute;
 
 use crate::check::Document;
@@ -24,6 +25,10 @@ pub struct Options {
     pub kustomize: Option<PathBuf>,
     /// `--cluster`: render only this cluster directory (one world).
     pub cluster: Option<PathBuf>,
+    /// `--helm`: the helm binary; found on PATH when None.
+    pub helm: Option<PathBuf>,
+    /// `--charts`: a local chart cache (`.tgz` files or unpacked charts).
+    pub charts: Vec<PathBuf>,
 }
 
 /// One cluster's objects: what one Flux installation applies.
@@ -216,6 +221,7 @@ fn normalize(p: &Path) -> PathBuf {
 pub fn render(paths: &[PathBuf], opts: &Options) -> Result<Rendered, RenderError> {
     let r = Renderer {
         kustomize: Kustomize::find(opts.kustomize.as_deref()),
+        helm: helm::Charts::new(opts.helm.as_deref(), &opts.charts),
     };
     let mut sink = Sink::default();
     let mut worlds = Vec::new();
@@ -473,6 +479,7 @@ impl Scan {
 
 struct Renderer {
     kustomize: Option<Kustomize>,
+    helm: helm::Charts,
 }
 
 /// A Flux Kustomization to build: the object, its path in the repository, its variables.
@@ -663,6 +670,11 @@ impl Renderer {
         let mut rendered = HashSet::new();
         rendered.insert(normalize(dir));
         self.follow(root, &mut docs, &rendered, sink)?;
+        // The charts behind the HelmReleases, where they can be had offline.
+        let notes = self.helm.render_releases(root, &mut docs);
+        for n in notes {
+            sink.note(n);
+        }
         Ok(docs)
     }
 
