@@ -463,14 +463,13 @@ impl Scan {
             .enumerate()
             .filter_map(|(i, k)| self.local_path(root, &k.object).ok().map(|p| (i, p)))
             .collect();
+        let local: HashSet<usize> = paths.iter().map(|(i, _)| *i).collect();
         self.kustomizations
             .iter()
             .enumerate()
             .filter(|(i, k)| {
-                paths.iter().any(|(j, _)| j == i)
-                    && !paths
-                        .iter()
-                        .any(|(j, p)| j != i && normalize(&k.file).starts_with(p))
+                let file = normalize(&k.file);
+                local.contains(i) && !paths.iter().any(|(j, p)| j != i && file.starts_with(p))
             })
             .map(|(_, k)| k)
             .collect()
@@ -688,6 +687,7 @@ impl Renderer {
         sink: &mut Sink,
     ) -> Result<(), RenderError> {
         let mut seen: HashSet<(String, String)> = HashSet::new();
+        let mut as_written = AsWritten::index(docs);
         // What this world has rendered so far: its sources and artifact generators decide
         // where a Kustomization's path is (two clusters may name theirs alike).
         let mut world = Scan::default();
@@ -727,7 +727,7 @@ impl Renderer {
             let results = self.build_all(&jobs);
             for (out, part) in results {
                 sink.merge(part);
-                merge(docs, out?);
+                as_written.merge(docs, out?);
             }
         }
         Ok(())
@@ -738,10 +738,7 @@ impl Renderer {
     /// its own directory and a label saying which it is, taken off afterwards. When that run
     /// fails (two Kustomizations apply the same object, one path does not build), each is
     /// built on its own, on up to one thread per core, so the failure is named.
-    fn build_all(
-        &self,
-        jobs: &[Job],
-    ) -> Vec<Built> {
+    fn build_all(&self, jobs: &[Job]) -> Vec<Built> {
         if jobs.len() > 1
             && let Some(tool) = &self.kustomize
             && let Some(done) = self.build_together(tool, jobs)
@@ -754,32 +751,30 @@ impl Renderer {
             .min(jobs.len())
             .max(1);
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut slots: Vec<Option<Built>> =
-            (0..jobs.len()).map(|_| None).collect();
-        let done: Vec<Vec<(usize, Built)>> =
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|_| {
-                        s.spawn(|| {
-                            let mut mine = Vec::new();
-                            loop {
-                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                let Some((ks, path, vars)) = jobs.get(i) else {
-                                    break;
-                                };
-                                let mut sink = Sink::default();
-                                let out = self.render_kustomization(ks, path, vars, &mut sink);
-                                mine.push((i, (out, sink)));
-                            }
-                            mine
-                        })
+        let mut slots: Vec<Option<Built>> = (0..jobs.len()).map(|_| None).collect();
+        let done: Vec<Vec<(usize, Built)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((ks, path, vars)) = jobs.get(i) else {
+                                break;
+                            };
+                            let mut sink = Sink::default();
+                            let out = self.render_kustomization(ks, path, vars, &mut sink);
+                            mine.push((i, (out, sink)));
+                        }
+                        mine
                     })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_default())
-                    .collect()
-            });
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
         for (i, r) in done.into_iter().flatten() {
             slots[i] = Some(r);
         }
@@ -804,16 +799,17 @@ impl Renderer {
     /// objects that share a name before substitution (`${APP}`) do not collide, and each
     /// object says which job made it; the suffix is taken out of every string afterwards,
     /// which undoes it in names and in the references kustomize rewrote with them.
-    fn build_together(
-        &self,
-        tool: &Kustomize,
-        jobs: &[Job],
-    ) -> Option<Vec<Built>> {
+    fn build_together(&self, tool: &Kustomize, jobs: &[Job]) -> Option<Vec<Built>> {
         let tmp = tempfile::tempdir().ok()?;
         let mut prepared = Vec::with_capacity(jobs.len());
         let mut dirs = Vec::new();
         for (i, (ks, path, _)) in jobs.iter().enumerate() {
             let mut sink = Sink::default();
+            if !self.needs_build(ks, path) {
+                let ready = self.prepare(ks, path, path, &mut sink);
+                prepared.push((ready, sink));
+                continue;
+            }
             let outer = tmp.path().join(format!("j{i}"));
             let inner = outer.join("in");
             std::fs::create_dir_all(&inner).ok()?;
@@ -866,6 +862,13 @@ impl Renderer {
         vars: &BTreeMap<String, String>,
         sink: &mut Sink,
     ) -> Result<Vec<Document>, RenderError> {
+        if !self.needs_build(ks, path) {
+            let docs = match self.prepare(ks, path, path, sink)? {
+                Prepared::Ready(docs) => docs,
+                Prepared::Built(_) => Vec::new(), // not reached: nothing was to be built
+            };
+            return Ok(finish_kustomization(ks, vars, docs));
+        }
         let tmp = tempfile::tempdir().map_err(|e| RenderError::Build {
             path: path.display().to_string(),
             message: format!("temporary directory: {e}"),
@@ -890,6 +893,26 @@ impl Renderer {
             }
         };
         Ok(finish_kustomization(ks, vars, docs))
+    }
+
+    /// Whether kustomize has anything to do for this Kustomization (so a directory is
+    /// needed to write its kustomization into).
+    fn needs_build(&self, ks: &Value, path: &Path) -> bool {
+        const FIELDS: [&str; 7] = [
+            "targetNamespace",
+            "patches",
+            "images",
+            "namePrefix",
+            "nameSuffix",
+            "commonMetadata",
+            "components",
+        ];
+        self.kustomize.is_some()
+            && path.is_dir()
+            && (kustomization_file(path).is_some()
+                || ks
+                    .get("spec")
+                    .is_some_and(|spec| FIELDS.iter().any(|f| spec.get(f).is_some())))
     }
 
     /// Gets one Flux Kustomization ready: either its objects already (nothing for kustomize
@@ -1132,23 +1155,33 @@ fn set_namespace(obj: &mut Value, ns: &str) {
     }
 }
 
-/// Adds a Kustomization's output to the world. An object already there from the directory
-/// as written gives way to the same object as a Kustomization applies it.
-fn merge(docs: &mut Vec<Document>, out: Vec<Document>) {
-    let mut at: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
-    for (i, d) in docs.iter().enumerate() {
-        if d.applied_by.is_none() {
-            at.insert(identity(&d.object), i);
-        }
+/// The objects of a world as read from the directory given, by identity: each gives way
+/// once to the same object as a Kustomization applies it.
+struct AsWritten {
+    at: std::collections::HashMap<(String, String, String, String), usize>,
+}
+
+impl AsWritten {
+    fn index(docs: &[Document]) -> AsWritten {
+        let at = docs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.applied_by.is_none())
+            .map(|(i, d)| (identity(&d.object), i))
+            .collect();
+        AsWritten { at }
     }
-    let mut replaced = HashSet::new();
-    for d in out {
-        if let Some(&i) = at.get(&identity(&d.object))
-            && replaced.insert(i)
-        {
-            docs[i] = d;
-        } else {
-            docs.push(d);
+
+    /// Adds a Kustomization's output to the world.
+    fn merge(&mut self, docs: &mut Vec<Document>, out: Vec<Document>) {
+        for d in out {
+            if !self.at.is_empty()
+                && let Some(i) = self.at.remove(&identity(&d.object))
+            {
+                docs[i] = d;
+            } else {
+                docs.push(d);
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 #[path = "gen.rs"]
 pub mod generate;
 pub mod load;
+pub mod repo;
 pub mod scaling;
 pub mod startup;
 
@@ -32,6 +33,24 @@ pub enum BenchCommand {
     Startup(StartupArgs),
     /// HelmRelease review latency against matching rules and view size.
     Scaling(ScalingArgs),
+    /// `fluxadmit check` on a generated Flux repository, without and with kustomize builds.
+    Repo(RepoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RepoArgs {
+    /// Flux Kustomizations in the generated repository.
+    #[arg(long, default_value_t = 1_000)]
+    pub kustomizations: usize,
+    /// HelmReleases, spread over the Kustomizations' directories.
+    #[arg(long, default_value_t = 2_000)]
+    pub releases: usize,
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// A directory holding kustomize or kubectl: also time the repository with a
+    /// kustomization.yaml in every app directory (otherwise only without builds).
+    #[arg(long)]
+    pub kustomize_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -171,6 +190,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Startup(a) => {
             let (fx, runs) = startup::startup(a.objects, a.runs, a.timeout)?;
             println!("{}", startup::startup_markdown(&fx, &runs));
+        }
+        BenchCommand::Repo(a) => {
+            println!(
+                "{}",
+                repo::run(a.kustomizations, a.releases, a.runs, a.kustomize_dir)?
+            );
         }
         BenchCommand::Scaling(a) => {
             let (r, v) = scaling::run(&a.rules, a.rules_objects, &a.views, a.budget)?;

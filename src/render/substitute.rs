@@ -18,8 +18,10 @@ const DISABLE: &str = "kustomize.toolkit.fluxcd.io/substitute";
 /// Substitutes in every string and key of `obj`, unless the object opts out. Returns whether
 /// anything changed.
 pub fn substitute_object(obj: &mut Value, vars: &BTreeMap<String, String>) -> bool {
+    let meta = obj.get("metadata");
     let disabled = ["annotations", "labels"].iter().any(|m| {
-        obj.pointer(&format!("/metadata/{m}/{}", DISABLE.replace('/', "~1")))
+        meta.and_then(|v| v.get(m))
+            .and_then(|v| v.get(DISABLE))
             .and_then(Value::as_str)
             == Some("disabled")
     });
