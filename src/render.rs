@@ -222,6 +222,7 @@ pub fn render(paths: &[PathBuf], opts: &Options) -> Result<Rendered, RenderError
     let r = Renderer {
         kustomize: Kustomize::find(opts.kustomize.as_deref()),
         helm: helm::Charts::new(opts.helm.as_deref(), &opts.charts),
+        files: Default::default(),
     };
     let mut sink = Sink::default();
     let mut worlds = Vec::new();
@@ -260,7 +261,7 @@ pub fn render(paths: &[PathBuf], opts: &Options) -> Result<Rendered, RenderError
             continue;
         }
         let root = repo_root(p);
-        let scan = scan(p)?;
+        let scan = r.scan(p)?;
         let roots = scan.roots(&root);
         if roots.is_empty() {
             // No Flux Kustomization from this repository: the directory is what is applied.
@@ -479,7 +480,12 @@ impl Scan {
 struct Renderer {
     kustomize: Option<Kustomize>,
     helm: helm::Charts,
+    /// Each file parsed once: the scan and the rendering of every world read the same files.
+    files: std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<Parsed>>>,
 }
+
+/// A file's documents with their lines, or why it does not parse.
+type Parsed = Result<Vec<(Option<usize>, Value)>, String>;
 
 /// A Flux Kustomization to build: the object, its path in the repository, its variables.
 type Job = (Value, PathBuf, BTreeMap<String, String>);
@@ -548,27 +554,6 @@ fn parse_text(
     Ok(docs)
 }
 
-/// Every manifest under `dir` as written (files that do not parse are passed over).
-fn scan(dir: &Path) -> Result<Scan, RenderError> {
-    let mut scan = Scan::default();
-    let files = if dir.is_dir() {
-        crate::cluster::load::manifest_files(dir)?
-    } else {
-        vec![dir.to_path_buf()]
-    };
-    for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else {
-            continue;
-        };
-        if let Ok(parsed) = parse_manifests_with_lines(&f, &text) {
-            for (_, v) in parsed {
-                scan.add(&f, &v);
-            }
-        }
-    }
-    Ok(scan)
-}
-
 /// The path from directory `from` to `to` (both made absolute), for kustomize, which wants
 /// relative paths.
 fn relative_path(from: &Path, to: &Path) -> PathBuf {
@@ -590,6 +575,86 @@ fn relative_path(from: &Path, to: &Path) -> PathBuf {
 }
 
 impl Renderer {
+    /// A file's documents, parsed once.
+    fn parsed(&self, path: &Path) -> Result<std::sync::Arc<Parsed>, RenderError> {
+        if let Some(p) = self.files.lock().ok().and_then(|f| f.get(path).cloned()) {
+            return Ok(p);
+        }
+        let text =
+            std::fs::read_to_string(path).map_err(|e| crate::cluster::load::LoadError::Io {
+                path: path.to_path_buf(),
+                error: e,
+            })?;
+        let parsed =
+            std::sync::Arc::new(parse_manifests_with_lines(path, &text).map_err(|e| e.to_string()));
+        if let Ok(mut f) = self.files.lock() {
+            f.insert(path.to_path_buf(), parsed.clone());
+        }
+        Ok(parsed)
+    }
+
+    /// Every manifest under `dir` as written (files that do not parse are passed over),
+    /// parsed on one thread per core.
+    fn scan(&self, dir: &Path) -> Result<Scan, RenderError> {
+        let files = if dir.is_dir() {
+            crate::cluster::load::manifest_files(dir)?
+        } else {
+            vec![dir.to_path_buf()]
+        };
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .max(1);
+        let chunk = files.len().div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            for part in files.chunks(chunk) {
+                s.spawn(move || {
+                    for f in part {
+                        let _ = self.parsed(f);
+                    }
+                });
+            }
+        });
+        let mut scan = Scan::default();
+        for f in &files {
+            if let Ok(p) = self.parsed(f)
+                && let Ok(docs) = p.as_ref()
+            {
+                for (_, v) in docs {
+                    scan.add(f, v);
+                }
+            }
+        }
+        Ok(scan)
+    }
+
+    /// A file's Kubernetes objects as documents; a file that does not parse is skipped.
+    fn file_documents(&self, path: &Path, sink: &mut Sink) -> Result<Vec<Document>, RenderError> {
+        let parsed = self.parsed(path)?;
+        let docs = match parsed.as_ref() {
+            Ok(docs) => docs,
+            Err(e) => {
+                sink.skipped.push(e.clone());
+                return Ok(Vec::new());
+            }
+        };
+        let out: Vec<Document> = docs
+            .iter()
+            .filter(|(_, o)| str_at(o, "/apiVersion").is_some() && str_at(o, "/kind").is_some())
+            .map(|(line, object)| Document {
+                file: path.to_path_buf(),
+                line: *line,
+                applied_by: None,
+                object: object.clone(),
+            })
+            .collect();
+        if out.is_empty() && !docs.is_empty() {
+            sink.skipped
+                .push(format!("{}: not a Kubernetes manifest", path.display()));
+        }
+        Ok(out)
+    }
+
     fn build(
         &self,
         dir: &Path,
@@ -646,13 +711,7 @@ impl Renderer {
                 Some("yaml" | "yml" | "json")
             ) && !KUSTOMIZATION_FILES.contains(&name)
             {
-                let text = std::fs::read_to_string(&p).map_err(|e| {
-                    crate::cluster::load::LoadError::Io {
-                        path: p.clone(),
-                        error: e,
-                    }
-                })?;
-                docs.extend(parse_text(&p, &text, false, sink)?);
+                docs.extend(self.file_documents(&p, sink)?);
             }
         }
         Ok(docs)
