@@ -1,0 +1,417 @@
+//! `fluxadmit check` on repositories with HelmReleases: charts in the repository or in a
+//! local chart cache (`--charts`) are rendered with a real `helm template`, with the values
+//! helm-controller would compose, and the workloads they make are checked.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// helm on PATH. Under CI its absence fails the test (CI installs helm); elsewhere the test
+/// says so and passes.
+fn helm() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .map(|d| d.join("helm"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but helm is not on PATH"
+        );
+        eprintln!("no helm on PATH: test not run");
+    }
+    found
+}
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
+        .current_dir(cwd)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn baseline() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("policies/examples/pod-security-baseline.yaml")
+        .display()
+        .to_string()
+}
+
+/// `check --policies builtin --policies <baseline> [extra...] .`
+fn check(cwd: &Path, extra: &[&str]) -> Out {
+    let pol = baseline();
+    let mut args = vec!["check", "--policies", "builtin", "--policies", &pol];
+    args.extend_from_slice(extra);
+    args.push(".");
+    run_in(cwd, &args, &[])
+}
+
+/// A chart whose Deployment's container is privileged when `.Values.privileged` is.
+fn chart(root: &Path, dir: &str, name: &str, version: &str) {
+    write(
+        root,
+        &format!("{dir}/Chart.yaml"),
+        &format!("apiVersion: v2\nname: {name}\nversion: {version}\n"),
+    );
+    write(
+        root,
+        &format!("{dir}/values.yaml"),
+        "privileged: false\nimage: ghcr.io/example/web:1.0.0\n",
+    );
+    write(
+        root,
+        &format!("{dir}/templates/deployment.yaml"),
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}
+spec:
+  selector: {matchLabels: {app: {{ .Release.Name }}}}
+  template:
+    metadata: {labels: {app: {{ .Release.Name }}}}
+    spec:
+      containers:
+        - name: web
+          image: {{ .Values.image | quote }}
+          securityContext:
+            privileged: {{ .Values.privileged }}
+",
+    );
+}
+
+/// A repository with one cluster whose `apps` Kustomization applies `./apps`.
+fn cluster_repo(root: &Path) {
+    write(root, ".git/HEAD", "ref: refs/heads/main\n");
+    write(
+        root,
+        "clusters/production/flux-system/gotk-sync.yaml",
+        "apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: flux-system, namespace: flux-system}
+spec: {interval: 1m, url: https://example.com/fleet.git, ref: {branch: main}}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: flux-system, namespace: flux-system}
+spec:
+  interval: 10m
+  path: ./clusters/production
+  prune: true
+  sourceRef: {kind: GitRepository, name: flux-system}
+",
+    );
+    write(
+        root,
+        "clusters/production/apps.yaml",
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: apps, namespace: flux-system}
+spec:
+  interval: 10m
+  path: ./apps
+  prune: true
+  sourceRef: {kind: GitRepository, name: flux-system}
+",
+    );
+}
+
+/// A HelmRelease in namespace `apps` of the chart in the repository.
+fn local_release(values: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {{name: web, namespace: apps}}
+spec:
+  interval: 10m
+  chart:
+    spec:
+      chart: ./charts/web
+      sourceRef: {{kind: GitRepository, name: flux-system, namespace: flux-system}}
+  values: {values}
+{extra}"
+    )
+}
+
+const FINDING: &str = "Deployment apps/web error: pod-security-baseline/baseline";
+
+#[test]
+fn a_privileged_container_rendered_from_a_chart_in_the_repository_is_caught() {
+    let Some(helm) = helm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    cluster_repo(tmp.path());
+    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    write(
+        tmp.path(),
+        "apps/web.yaml",
+        &local_release("{privileged: true}", ""),
+    );
+    let out = check(tmp.path(), &[]);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(FINDING), "{}", out.stdout);
+    assert!(out.stdout.contains("privileged"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("HelmRelease apps/web"),
+        "applied by the release: {}",
+        out.stdout
+    );
+
+    write(
+        tmp.path(),
+        "apps/web.yaml",
+        &local_release("{privileged: false}", ""),
+    );
+    let out = check(tmp.path(), &[]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(!out.stdout.contains(FINDING), "{}", out.stdout);
+    assert!(!out.stdout.contains("not available"), "{}", out.stdout);
+
+    // Without helm the chart is found but not rendered: said once, and nothing is caught.
+    write(
+        tmp.path(),
+        "apps/web.yaml",
+        &local_release("{privileged: true}", ""),
+    );
+    let pol = baseline();
+    let args = ["check", "--policies", "builtin", "--policies", &pol, "."];
+    let out = run_in(tmp.path(), &args, &[("PATH", "")]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("no helm found (PATH or --helm): 1 HelmRelease not rendered"),
+        "{}",
+        out.stdout
+    );
+    // ... and `--helm` names the binary when it is not on PATH.
+    let helm = helm.display().to_string();
+    let args = [
+        "check",
+        "--helm",
+        &helm,
+        "--policies",
+        "builtin",
+        "--policies",
+        &pol,
+        ".",
+    ];
+    let out = run_in(tmp.path(), &args, &[("PATH", "")]);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(FINDING), "{}", out.stdout);
+}
+
+#[test]
+fn values_from_a_config_map_in_the_repository_reach_the_chart() {
+    let Some(_) = helm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    cluster_repo(tmp.path());
+    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    let values_from = "  valuesFrom:
+    - {kind: ConfigMap, name: web-values}
+    - {kind: ConfigMap, name: web-missing, optional: true}
+";
+    write(
+        tmp.path(),
+        "apps/web.yaml",
+        &local_release("{image: ghcr.io/example/web:2.0.0}", values_from),
+    );
+    let config = |privileged: &str| {
+        format!(
+            "apiVersion: v1
+kind: ConfigMap
+metadata: {{name: web-values, namespace: apps}}
+data:
+  values.yaml: |
+    privileged: {privileged}
+"
+        )
+    };
+    write(tmp.path(), "apps/values.yaml", &config("true"));
+    let out = check(tmp.path(), &[]);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(FINDING), "{}", out.stdout);
+
+    // The same release with the ConfigMap saying false: clean.
+    write(tmp.path(), "apps/values.yaml", &config("false"));
+    let out = check(tmp.path(), &[]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(!out.stdout.contains(FINDING), "{}", out.stdout);
+
+    // spec.values win over valuesFrom.
+    write(tmp.path(), "apps/values.yaml", &config("true"));
+    write(
+        tmp.path(),
+        "apps/web.yaml",
+        &local_release("{privileged: false}", values_from),
+    );
+    let out = check(tmp.path(), &[]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+}
+
+/// A release of chart `name` from a HelmRepository.
+fn repo_release(release: &str, chart: &str, version: &str, privileged: bool) -> String {
+    format!(
+        "---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {{name: {release}, namespace: apps}}
+spec:
+  interval: 10m
+  chart:
+    spec:
+      chart: {chart}
+      version: \"{version}\"
+      sourceRef: {{kind: HelmRepository, name: charts, namespace: flux-system}}
+  values: {{privileged: {privileged}}}
+"
+    )
+}
+
+#[test]
+fn charts_from_a_local_cache_are_rendered_and_absent_ones_are_named() {
+    let Some(helm) = helm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    cluster_repo(&repo);
+    // Two packaged versions: the range picks 1.4.0, the one that templates the container
+    // as privileged (1.3.0 hard-codes `privileged: false`).
+    let src = tmp.path().join("src");
+    chart(&src, "web-1.4.0", "web", "1.4.0");
+    chart(&src, "web-1.3.0", "web", "1.3.0");
+    write(
+        &src,
+        "web-1.3.0/templates/deployment.yaml",
+        &std::fs::read_to_string(src.join("web-1.4.0/templates/deployment.yaml"))
+            .unwrap()
+            .replace("{{ .Values.privileged }}", "false"),
+    );
+    for dir in ["web-1.4.0", "web-1.3.0"] {
+        let out = Command::new(&helm)
+            .arg("package")
+            .arg(src.join(dir))
+            .arg("--destination")
+            .arg(&cache)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(cache.join("web-1.4.0.tgz").is_file());
+    let charts = cache.display().to_string();
+
+    write(
+        &repo,
+        "apps/web.yaml",
+        &repo_release("web", "web", "1.x", true),
+    );
+    let out = check(&repo, &["--charts", &charts]);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(FINDING), "{}", out.stdout);
+    assert!(!out.stdout.contains("not available"), "{}", out.stdout);
+
+    // An exact version picks the older package, which is clean.
+    write(
+        &repo,
+        "apps/web.yaml",
+        &repo_release("web", "web", "1.3.0", true),
+    );
+    let out = check(&repo, &["--charts", &charts]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(!out.stdout.contains(FINDING), "{}", out.stdout);
+
+    // Not in the cache (no such version; no such chart): named once, nothing fails.
+    write(
+        &repo,
+        "apps/web.yaml",
+        &(repo_release("web", "web", "2.x", true)
+            + &repo_release("podinfo", "podinfo", "6.x", true)),
+    );
+    let out = check(&repo, &["--charts", &charts]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let notes: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("not available offline"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{}", out.stdout);
+    assert!(
+        notes[0].contains("2 charts not available offline (not rendered)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        notes[0].contains("charts/web 2.x (HelmRelease apps/web)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        notes[0].contains("charts/podinfo 6.x (HelmRelease apps/podinfo)"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_chart_that_does_not_template_is_a_note_not_a_failure() {
+    let Some(_) = helm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    cluster_repo(tmp.path());
+    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    write(
+        tmp.path(),
+        "charts/web/templates/broken.yaml",
+        "{{ required \"image.digest is required\" .Values.digest }}\n",
+    );
+    write(
+        tmp.path(),
+        "apps/web.yaml",
+        &local_release(
+            "{privileged: true}",
+            "  postRenderers:\n    - kustomize: {patches: []}\n",
+        ),
+    );
+    let out = check(tmp.path(), &[]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("HelmRelease apps/web: helm template failed:"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("image.digest is required"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("HelmRelease apps/web: postRenderers not applied"),
+        "{}",
+        out.stdout
+    );
+}
