@@ -798,12 +798,64 @@ impl Renderer {
     /// fails (two Kustomizations apply the same object, one path does not build), each is
     /// built on its own, on up to one thread per core, so the failure is named.
     fn build_all(&self, jobs: &[Job]) -> Vec<Built> {
-        if jobs.len() > 1
-            && let Some(tool) = &self.kustomize
-            && let Some(done) = self.build_together(tool, jobs)
-        {
-            return done;
+        // kustomize's work grows faster than its input: a few dozen Kustomizations per run,
+        // the runs on one thread per core.
+        const PER_RUN: usize = 32;
+        let Some(tool) = &self.kustomize else {
+            return self.build_each(jobs);
+        };
+        if jobs.len() < 2 {
+            return self.build_each(jobs);
         }
+        let chunks: Vec<&[Job]> = jobs.chunks(PER_RUN).collect();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(chunks.len())
+            .max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut done: Vec<(usize, Vec<Built>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(chunk) = chunks.get(i) else {
+                                break;
+                            };
+                            let built = self.build_together(tool, chunk).unwrap_or_else(|| {
+                                chunk
+                                    .iter()
+                                    .map(|(ks, path, vars)| {
+                                        let mut sink = Sink::default();
+                                        let out =
+                                            self.render_kustomization(ks, path, vars, &mut sink);
+                                        (out, sink)
+                                    })
+                                    .collect()
+                            });
+                            mine.push((i, built));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        done.sort_by_key(|(i, _)| *i);
+        if done.len() != chunks.len() {
+            return self.build_each(jobs); // a thread stopped: build each on its own
+        }
+        done.into_iter().flat_map(|(_, b)| b).collect()
+    }
+
+    /// Builds each Kustomization on its own, on up to one thread per core; the results come
+    /// back in the jobs' order.
+    fn build_each(&self, jobs: &[Job]) -> Vec<Built> {
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)

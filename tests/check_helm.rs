@@ -360,7 +360,7 @@ fn charts_from_a_local_cache_are_rendered_and_absent_ones_are_named() {
         .collect();
     assert_eq!(notes.len(), 1, "{}", out.stdout);
     assert!(
-        notes[0].contains("2 charts not available offline (not rendered)"),
+        notes[0].contains("2 HelmReleases not rendered, 2 charts not available offline"),
         "{}",
         out.stdout
     );

@@ -91,7 +91,7 @@ impl Charts {
                     values_files,
                 } => (chart, values_files),
                 Located::Missing(what) => {
-                    missing.push(format!("{what} ({by})"));
+                    missing.push((what, by));
                     continue;
                 }
             };
@@ -118,11 +118,25 @@ impl Charts {
             });
         }
         if !missing.is_empty() {
+            // One entry per chart: the release when it is the only one, else how many.
+            let mut by_chart: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+            for (what, by) in &missing {
+                by_chart.entry(what).or_default().push(by);
+            }
+            let list: Vec<String> = by_chart
+                .iter()
+                .map(|(what, bys)| match bys.as_slice() {
+                    [one] => format!("{what} ({one})"),
+                    many => format!("{what} ({} HelmReleases)", many.len()),
+                })
+                .collect();
             notes.push(format!(
-                "{} chart{} not available offline (not rendered): {}",
+                "{} HelmRelease{} not rendered, {} chart{} not available offline: {}",
                 missing.len(),
                 if missing.len() == 1 { "" } else { "s" },
-                missing.join(", ")
+                list.len(),
+                if list.len() == 1 { "" } else { "s" },
+                list.join(", ")
             ));
         }
         if jobs.is_empty() {
