@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -237,6 +237,11 @@ pub struct CheckArgs {
     /// Fail (exit 1) on warnings too.
     #[arg(long)]
     pub strict: bool,
+    /// In a git work tree: report only findings that are new against this revision (as a
+    /// pull-request check wants them); the revision is checked the same way in a temporary
+    /// worktree.
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
     /// Repository directories or files (e.g. . or ./clusters/production); `-` reads a YAML
     /// stream from stdin (`kustomize build overlays/prod | fluxadmit check -`).
     #[arg(required_unless_present = "cluster")]
@@ -765,7 +770,10 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let rendered = match crate::render::render(&args.paths, &args.render.options()) {
+    let mut view = snap.view;
+    crate::check::assume_secrets(&mut view, &assumed);
+    let (mut report, skipped) = match check_paths(&args.paths, &args.render, &snap.policies, &view)
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -773,26 +781,29 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if args.verbose {
-        for s in &rendered.skipped {
+        for s in &skipped {
             eprintln!("skipped: {s}");
         }
     }
-    let mut view = snap.view;
-    crate::check::assume_secrets(&mut view, &assumed);
-    let mut report = crate::check::Report {
-        notes: rendered.notes,
-        ..Default::default()
-    };
-    for world in rendered.worlds {
-        let part = crate::check::check(snap.policies.clone(), view.clone(), &world.docs);
-        report.objects += part.objects;
-        report.notes.extend(part.notes);
-        report
-            .findings
-            .extend(part.findings.into_iter().map(|mut f| {
-                f.world = world.name.clone();
-                f
-            }));
+    if let Some(rev) = &args.base {
+        let base = match base_findings(rev, &args.paths, &args.render, &snap.policies, &view) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: --base {rev}: {e:#}");
+                return Ok(ExitCode::from(2));
+            }
+        };
+        let before = report.findings.len();
+        report.findings = new_findings(report.findings, &base);
+        report.notes.push(format!(
+            "--base {rev}: {} finding{} already there left out",
+            before - report.findings.len(),
+            if before - report.findings.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ));
     }
     let color =
         matches!(args.format, crate::report::CheckFormat::Text) && crate::report::stdout_color();
@@ -807,6 +818,142 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         &report,
         args.strict,
     )))
+}
+
+/// Renders the paths and checks every world: the report, and the files skipped as not
+/// Kubernetes manifests.
+fn check_paths(
+    paths: &[PathBuf],
+    render: &RenderArgs,
+    policies: &PolicySet,
+    view: &ClusterView,
+) -> Result<(crate::check::Report, Vec<String>), crate::render::RenderError> {
+    let rendered = crate::render::render(paths, &render.options())?;
+    let mut report = crate::check::Report {
+        notes: rendered.notes,
+        ..Default::default()
+    };
+    for world in rendered.worlds {
+        let part = crate::check::check(policies.clone(), view.clone(), &world.docs);
+        report.objects += part.objects;
+        report.notes.extend(part.notes);
+        report
+            .findings
+            .extend(part.findings.into_iter().map(|mut f| {
+                f.world = world.name.clone();
+                f
+            }));
+    }
+    Ok((report, rendered.skipped))
+}
+
+fn git(args: &[&std::ffi::OsStr]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("git").args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "git {}: {}",
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The findings of the same check at `rev`: the revision is put in a temporary git worktree
+/// and checked from the same place in it, so files are named alike.
+fn base_findings(
+    rev: &str,
+    paths: &[PathBuf],
+    render: &RenderArgs,
+    policies: &PolicySet,
+    view: &ClusterView,
+) -> anyhow::Result<Vec<crate::check::CheckFinding>> {
+    use std::ffi::OsStr;
+    anyhow::ensure!(
+        !paths.iter().any(|p| p.as_os_str() == "-"),
+        "stdin has no revision to compare with"
+    );
+    let top = PathBuf::from(git(&[
+        OsStr::new("rev-parse"),
+        OsStr::new("--show-toplevel"),
+    ])?);
+    let top = std::fs::canonicalize(&top)?;
+    let cwd = std::env::current_dir()?;
+    let here = std::fs::canonicalize(&cwd)?;
+    let rel = here
+        .strip_prefix(&top)
+        .map(Path::to_path_buf)
+        .map_err(|_| anyhow::anyhow!("the working directory is not in the git work tree"))?;
+    let tmp = tempfile::tempdir()?;
+    let tree = tmp.path().join("base");
+    git(&[
+        OsStr::new("worktree"),
+        OsStr::new("add"),
+        OsStr::new("--detach"),
+        OsStr::new("--quiet"),
+        tree.as_os_str(),
+        OsStr::new(rev),
+    ])?;
+    /// Removes the worktree however the check ends.
+    struct Remove<'a>(&'a Path, PathBuf);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::env::set_current_dir(&self.1);
+            let _ = std::process::Command::new("git")
+                .args(["worktree", "remove", "--force"])
+                .arg(self.0)
+                .output();
+        }
+    }
+    let _remove = Remove(&tree, cwd.clone());
+    // Absolute paths inside the work tree point into the base tree instead.
+    let paths: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| {
+            match std::fs::canonicalize(p)
+                .ok()
+                .and_then(|a| a.strip_prefix(&top).ok().map(Path::to_path_buf))
+            {
+                Some(inside) if p.is_absolute() => tree.join(inside),
+                _ => p.clone(),
+            }
+        })
+        .collect();
+    std::env::set_current_dir(tree.join(&rel))?;
+    let (report, _) = check_paths(&paths, render, policies, view)?;
+    Ok(report.findings)
+}
+
+/// The findings not in `base`, matched on world, file, object, level and text (lines move).
+fn new_findings(
+    findings: Vec<crate::check::CheckFinding>,
+    base: &[crate::check::CheckFinding],
+) -> Vec<crate::check::CheckFinding> {
+    let key = |f: &crate::check::CheckFinding| -> (Option<String>, String, String, bool, String) {
+        (
+            f.world.clone(),
+            f.file.clone(),
+            f.object.clone(),
+            f.level == crate::rules::Level::Error,
+            f.text.clone(),
+        )
+    };
+    let mut old: std::collections::HashMap<_, usize> = std::collections::HashMap::new();
+    for f in base {
+        *old.entry(key(f)).or_default() += 1;
+    }
+    findings
+        .into_iter()
+        .filter(|f| match old.get_mut(&key(f)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        })
+        .collect()
 }
 
 fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
