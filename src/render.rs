@@ -276,11 +276,17 @@ pub fn render(paths: &[PathBuf], opts: &Options) -> Result<Rendered, RenderError
         }
         let many = clusters.len() > 1;
         for dir in clusters {
-            let docs = r.render_world(&root, &dir, &mut sink)?;
-            worlds.push(World {
-                name: many.then(|| dir.display().to_string()),
-                docs,
-            });
+            let name = many.then(|| dir.display().to_string());
+            // A world's notes say which world they are about.
+            let mut own = Sink::default();
+            let docs = r.render_world(&root, &dir, &mut own)?;
+            if let Some(n) = &name {
+                for note in &mut own.notes {
+                    *note = format!("{n}: {note}");
+                }
+            }
+            sink.merge(own);
+            worlds.push(World { name, docs });
         }
     }
     let mut notes = sink.notes;
