@@ -47,6 +47,22 @@ fn pod_command(base: &Path, cwd: &Path) -> Command {
     c
 }
 
+/// Spawns the copied binary. Another test's spawn can fork while the copy is still open for
+/// writing in this process; the forked child holds that descriptor until it execs, and exec
+/// of the copy fails with ETXTBSY meanwhile. That passes in milliseconds: retry.
+fn spawn(cmd: &mut Command) -> Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 /// A temp dir the pod's user can traverse (tempfile makes it 0700).
 fn base() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
@@ -100,18 +116,18 @@ async fn serves_as_the_pod_user_from_read_only_mounts() {
     read_only(&policies);
 
     let [port, mport] = common::free_ports::<2>();
-    let mut child = pod_command(base.path(), &cwd)
-        .args(["serve", "--log-format", "json", "--drain", "300ms"])
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-addr", &format!("127.0.0.1:{mport}")])
-        .arg("--cert-dir")
-        .arg(&certs)
-        .arg("--policies")
-        .arg(&policies)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        pod_command(base.path(), &cwd)
+            .args(["serve", "--log-format", "json", "--drain", "300ms"])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-addr", &format!("127.0.0.1:{mport}")])
+            .arg("--cert-dir")
+            .arg(&certs)
+            .arg("--policies")
+            .arg(&policies)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
 
     let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -187,20 +203,20 @@ fn an_empty_read_only_certificate_directory_is_named_and_left_alone() {
     let certs = base.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
     chmod(&certs, 0o555);
-    let mut child = pod_command(base.path(), &cwd)
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--cert-dir")
-        .arg(&certs)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        pod_command(base.path(), &cwd)
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--cert-dir")
+            .arg(&certs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     let status = wait_exit(&mut child, Duration::from_secs(15));
     let mut err = String::new();
     child
