@@ -814,101 +814,45 @@ impl Renderer {
             return self.build_each(jobs);
         }
         let chunks: Vec<&[Job]> = jobs.chunks(PER_RUN).collect();
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(chunks.len())
-            .max(1);
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut done: Vec<(usize, Vec<Built>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut mine = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(chunk) = chunks.get(i) else {
-                                break;
-                            };
-                            let built = self.build_together(tool, chunk).unwrap_or_else(|| {
-                                chunk
-                                    .iter()
-                                    .map(|(ks, path, vars)| {
-                                        let mut sink = Sink::default();
-                                        let out =
-                                            self.render_kustomization(ks, path, vars, &mut sink);
-                                        (out, sink)
-                                    })
-                                    .collect()
-                            });
-                            mine.push((i, built));
-                        }
-                        mine
+        let done = on_each_core(&chunks, |chunk| {
+            self.build_together(tool, chunk).unwrap_or_else(|| {
+                chunk
+                    .iter()
+                    .map(|(ks, path, vars)| {
+                        let mut sink = Sink::default();
+                        let out = self.render_kustomization(ks, path, vars, &mut sink);
+                        (out, sink)
                     })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
+                    .collect()
+            })
         });
-        done.sort_by_key(|(i, _)| *i);
-        if done.len() != chunks.len() {
+        if done.iter().any(Option::is_none) {
             return self.build_each(jobs); // a thread stopped: build each on its own
         }
-        done.into_iter().flat_map(|(_, b)| b).collect()
+        done.into_iter().flatten().flatten().collect()
     }
 
     /// Builds each Kustomization on its own, on up to one thread per core; the results come
     /// back in the jobs' order.
     fn build_each(&self, jobs: &[Job]) -> Vec<Built> {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(jobs.len())
-            .max(1);
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut slots: Vec<Option<Built>> = (0..jobs.len()).map(|_| None).collect();
-        let done: Vec<Vec<(usize, Built)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut mine = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some((ks, path, vars)) = jobs.get(i) else {
-                                break;
-                            };
-                            let mut sink = Sink::default();
-                            let out = self.render_kustomization(ks, path, vars, &mut sink);
-                            mine.push((i, (out, sink)));
-                        }
-                        mine
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        for (i, r) in done.into_iter().flatten() {
-            slots[i] = Some(r);
-        }
-        slots
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    (
-                        Err(RenderError::Build {
-                            path: String::new(),
-                            message: "a build thread stopped".into(),
-                        }),
-                        Sink::default(),
-                    )
-                })
+        on_each_core(jobs, |(ks, path, vars)| {
+            let mut sink = Sink::default();
+            let out = self.render_kustomization(ks, path, vars, &mut sink);
+            (out, sink)
+        })
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                (
+                    Err(RenderError::Build {
+                        path: String::new(),
+                        message: "a build thread stopped".into(),
+                    }),
+                    Sink::default(),
+                )
             })
-            .collect()
+        })
+        .collect()
     }
 
     /// One kustomize run for a level's Kustomizations; None when it fails. Each job's
@@ -1244,6 +1188,46 @@ fn strip_token(v: &mut Value, token: &str) {
         }
         _ => {}
     }
+}
+
+/// `f` over every item on up to one thread per core, results in the items' order; None for
+/// an item whose thread stopped (a panic).
+pub(crate) fn on_each_core<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<Option<R>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len())
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            break;
+                        };
+                        mine.push((i, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut slots: Vec<Option<R>> = items.iter().map(|_| None).collect();
+    for (i, r) in done.into_iter().flatten() {
+        slots[i] = Some(r);
+    }
+    slots
 }
 
 /// Kinds without a namespace (the common ones; kustomize knows them all).

@@ -503,40 +503,7 @@ fn set_path(values: &mut Value, path: &str, raw: &str) {
 
 /// Renders the releases on up to one thread per core; results in job order.
 fn render_all(helm: &Path, jobs: &[Job]) -> Vec<Output> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(jobs.len())
-        .max(1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done: Vec<Vec<(usize, Output)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(job) = jobs.get(i) else {
-                            break;
-                        };
-                        mine.push((i, render_one(helm, job)));
-                    }
-                    mine
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let mut slots: Vec<Option<Output>> = (0..jobs.len()).map(|_| None).collect();
-    for (i, out) in done.into_iter().flatten() {
-        if let Some(slot) = slots.get_mut(i) {
-            *slot = Some(out);
-        }
-    }
-    slots
+    super::on_each_core(jobs, |job| render_one(helm, job))
         .into_iter()
         .zip(jobs)
         .map(|(out, job)| {
