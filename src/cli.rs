@@ -77,6 +77,16 @@ pub struct PolicyArgs {
         default_value = crate::policy::builtin::KEYWORD
     )]
     pub policies: Vec<PathBuf>,
+    /// Most a policy CEL expression may cost, estimated at load on the largest review (units
+    /// of ~80 ns of evaluation; nested loops over the object's lists multiply). A policy over
+    /// it does not load.
+    #[arg(long, env = "FLUXADMIT_MAX_CEL_COST", default_value_t = crate::policy::MAX_EXPRESSION_COST)]
+    pub max_cel_cost: f64,
+    /// Most one evaluation of a policy CEL expression may spend, counted as it runs (same
+    /// units; each loop is charged its body's size per element before it starts). An
+    /// evaluation past it stops, and its rule gives an error finding naming the limit.
+    #[arg(long, env = "FLUXADMIT_MAX_CEL_RUNTIME_COST", default_value_t = crate::policy::MAX_EXPRESSION_RUNTIME_COST)]
+    pub max_cel_runtime_cost: f64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -118,9 +128,34 @@ pub struct ServeArgs {
     /// How long to keep answering after SIGTERM while clients move away.
     #[arg(long, env = "FLUXADMIT_DRAIN", default_value = "10s", value_parser = parse_duration)]
     pub drain: Duration,
-    /// Answer when no decision can be made (not ready).
+    /// Answer when no decision can be made: not ready, evaluation past --timeout, a rule that
+    /// failed.
     #[arg(long, env = "FLUXADMIT_FAILURE_MODE", default_value = "deny")]
     pub failure_mode: FailureMode,
+    /// Connections the webhook port serves at once (kept below the file descriptor limit). At
+    /// the cap a new connection takes the place of an open one with no request in flight
+    /// (silent ones first, then the one idle longest); with a request in flight on every
+    /// one, it is closed as accepted. Both counted in `fluxadmit_limits_tripped`.
+    #[arg(long, env = "FLUXADMIT_MAX_CONNECTIONS", default_value_t = crate::server::http::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Reviews read or evaluated at once; more are answered 503 (bounds the memory in bodies:
+    /// this many × 3 MiB).
+    #[arg(long, env = "FLUXADMIT_MAX_REQUESTS_IN_FLIGHT", default_value_t = crate::server::http::MAX_IN_FLIGHT)]
+    pub max_requests_in_flight: usize,
+    /// An HTTP/2 connection with no request for this long is closed (GOAWAY), PINGs or not.
+    #[arg(long, env = "FLUXADMIT_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Time a connection has to send a request's headers; also how long an HTTP/1.1
+    /// keep-alive connection waits for its next request (slow-loris clients are closed).
+    #[arg(long, env = "FLUXADMIT_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Time a write may wait on a client that does not read its answers; then the connection
+    /// is closed.
+    #[arg(long, env = "FLUXADMIT_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+    /// Time a new connection has to complete its TLS handshake.
+    #[arg(long, env = "FLUXADMIT_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
     /// Fill the cluster view by watching the API server (in-cluster config or kubeconfig);
     /// `/readyz` stays false until every watched kind is listed.
     #[arg(long, env = "FLUXADMIT_WATCH")]
@@ -636,7 +671,18 @@ impl tracing::field::Visit for JsonFieldsVisitor {
 /// A `--policies` path that does not exist, named as given with the working directory:
 /// `--policies ./polcies: no such file or directory (working directory /x); use --policies
 /// builtin for the built-in set`.
+/// Checks the policy paths exist, and sets the limits policies are compiled under.
 fn check_policy_paths(policies: &PolicyArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        policies.max_cel_cost > 0.0,
+        "--max-cel-cost must be positive"
+    );
+    crate::policy::set_expression_cost_limit(policies.max_cel_cost);
+    anyhow::ensure!(
+        policies.max_cel_runtime_cost >= 1.0,
+        "--max-cel-runtime-cost must be at least 1"
+    );
+    crate::policy::set_expression_runtime_cost_limit(policies.max_cel_runtime_cost as u64);
     match crate::policy::load::first_missing(&policies.policies) {
         Some(e) => Err(anyhow::anyhow!(
             "--policies {e}; use --policies {} for the built-in set",
@@ -679,7 +725,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(serve(*args))
+            let code = rt.block_on(serve(*args));
+            // An evaluation past its deadline may still be running on the blocking pool: it
+            // has been answered for, so it does not hold the exit up.
+            rt.shutdown_timeout(Duration::from_millis(100));
+            code
         }
         Command::Review(args) => review(args),
         Command::Certs(CertsCommand::Generate { out, cert }) => {
@@ -1072,6 +1122,9 @@ fn review_input(args: &ReviewArgs, body: Vec<u8>) -> Result<Vec<u8>, String> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    // Before the listener is bound: a signal that comes once the port accepts connections
+    // must reach the handler, not the default action (which kills the process).
+    let signals = Signals::install()?;
     let (snap, policy_files) = match load_snapshot_and_policy_files(&args.sources) {
         Ok(s) => s,
         Err((code, e)) => {
@@ -1145,7 +1198,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .spawn_watch(args.cert_reload_interval, metrics);
     tracing::info!(addr = %running.addr, metrics = ?running.metrics_addr, startup_ms = started.elapsed().as_millis() as u64, "serving");
-    if shutdown_signal().await? == Signal::Interrupt {
+    if signals.next().await == Signal::Interrupt {
         running.interrupt().await?;
     } else {
         running.shutdown().await?;
@@ -1166,6 +1219,12 @@ fn serve_state(
     let mut state = AppState::new(snap, metrics);
     state.budget = args.timeout;
     state.failure = args.failure_mode;
+    state.max_connections = args.max_connections.max(1);
+    state.in_flight = tokio::sync::Semaphore::new(args.max_requests_in_flight.max(1));
+    state.idle_timeout = args.idle_timeout;
+    state.header_timeout = args.header_timeout;
+    state.write_timeout = args.write_timeout;
+    state.handshake_timeout = args.tls_handshake_timeout;
     if let Some(client) = client {
         state.ready = std::sync::atomic::AtomicBool::new(false);
         state.live = Some(Arc::new(crate::live::KubeLookup(client.clone())));
@@ -1195,14 +1254,27 @@ enum Signal {
     Interrupt,
 }
 
-async fn shutdown_signal() -> anyhow::Result<Signal> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => Signal::Terminate,
-        _ = int.recv() => Signal::Interrupt,
-    })
+/// SIGTERM and SIGINT, caught from the moment `install` returns.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Terminate,
+            _ = self.int.recv() => Signal::Interrupt,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -155,8 +155,73 @@ pub enum BadRequest {
     Timeout,
     /// The body could not be read.
     Read,
+    /// The client cancelled the request (reset its HTTP/2 stream) before the body was read:
+    /// no answer can reach it. Counted apart, so a rapid-reset flood does not look like
+    /// failing reads.
+    Cancelled,
     /// Not an AdmissionReview fluxadmit can answer.
     Malformed,
+}
+
+/// A limit that stopped work to keep the server answering (the `limit` label of
+/// `fluxadmit_limits_tripped`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Policy evaluation ran past the review's budget: answered per the failure mode.
+    EvaluationDeadline,
+    /// Every evaluation slot was busy until the budget ran out.
+    EvaluationBusy,
+    /// A rule panicked: that request was answered per the failure mode.
+    RulePanic,
+    /// Reviews in flight were at their cap: answered 503.
+    InFlight,
+    /// The webhook port was at its connection cap with a request in flight on every
+    /// connection (or no slot came free in time): a new connection was closed at accept.
+    Connections,
+    /// The webhook port was at its connection cap: an open connection with no request in
+    /// flight was closed to make room for a new one.
+    Evicted,
+    /// A TLS handshake or an HTTP/2 preface did not complete in time, or an HTTP/2
+    /// connection had no request for the idle timeout.
+    Idle,
+    /// A client did not read what was written to it within the write timeout: closed.
+    WriteStalled,
+    /// A policy expression's loops would have run past `--max-cel-runtime-cost`: its
+    /// evaluation stopped, and the rule gave an error finding.
+    CelRuntimeCost,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 9] = [
+        Limit::EvaluationDeadline,
+        Limit::EvaluationBusy,
+        Limit::RulePanic,
+        Limit::InFlight,
+        Limit::Connections,
+        Limit::Evicted,
+        Limit::Idle,
+        Limit::WriteStalled,
+        Limit::CelRuntimeCost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::EvaluationDeadline => "evaluation_deadline",
+            Limit::EvaluationBusy => "evaluation_busy",
+            Limit::RulePanic => "rule_panic",
+            Limit::InFlight => "in_flight",
+            Limit::Connections => "connections",
+            Limit::Evicted => "evicted",
+            Limit::Idle => "idle",
+            Limit::WriteStalled => "write_stalled",
+            Limit::CelRuntimeCost => "cel_runtime_cost",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: &'static str,
 }
 
 impl BadRequest {
@@ -165,6 +230,7 @@ impl BadRequest {
             BadRequest::TooLarge => "too_large",
             BadRequest::Timeout => "timeout",
             BadRequest::Read => "read",
+            BadRequest::Cancelled => "cancelled",
             BadRequest::Malformed => "malformed",
         }
     }
@@ -178,10 +244,13 @@ pub struct Metrics {
     pub requests: Family<DecisionLabels, Counter>,
     pub duration: Family<WebhookLabels, Histogram>,
     pub bad_requests: Family<ErrorLabels, Counter>,
+    pub limits: Family<LimitLabels, Counter>,
     pub findings: Family<FindingLabels, Counter>,
     /// Read without a lock on the request path; replaced whole when a rule is first counted.
     finding_handles: arc_swap::ArcSwap<FindingHandles>,
     finding_insert: Mutex<()>,
+    /// The engine's count of runtime cost trips as last added to `limits` (at a scrape).
+    cel_trips_seen: Mutex<u64>,
     pub policies: Gauge,
     pub view_objects: Gauge,
     pub tls_reloads: Counter,
@@ -206,6 +275,7 @@ impl Metrics {
             ])
         });
         let bad_requests = Family::<ErrorLabels, Counter>::default();
+        let limits = Family::<LimitLabels, Counter>::default();
         let findings = Family::<FindingLabels, Counter>::default();
         let policies = Gauge::default();
         let view_objects = Gauge::default();
@@ -227,6 +297,16 @@ impl Metrics {
             "Requests answered with an HTTP error",
             bad_requests.clone(),
         );
+        registry.register(
+            "fluxadmit_limits_tripped",
+            "Times a limit stopped work to keep the server answering, by limit",
+            limits.clone(),
+        );
+        for limit in Limit::ALL {
+            let _ = limits.get_or_create(&LimitLabels {
+                limit: limit.as_str(),
+            });
+        }
         registry.register(
             "fluxadmit_findings",
             "Findings reported in admission answers, by policy, rule and level (error, warning)",
@@ -293,9 +373,11 @@ impl Metrics {
             requests,
             duration,
             bad_requests,
+            limits,
             findings,
             finding_handles: arc_swap::ArcSwap::from_pointee(FxHashMap::default()),
             finding_insert: Mutex::new(()),
+            cel_trips_seen: Mutex::new(0),
             policies,
             view_objects,
             tls_reloads,
@@ -409,6 +491,14 @@ impl Metrics {
     }
 
     /// Counts a request answered with an HTTP error.
+    pub fn limit_tripped(&self, limit: Limit) {
+        self.limits
+            .get_or_create(&LimitLabels {
+                limit: limit.as_str(),
+            })
+            .inc();
+    }
+
     pub fn bad_request(&self, reason: BadRequest) {
         self.bad_requests
             .get_or_create(&ErrorLabels {
@@ -419,11 +509,32 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        self.add_cel_trips();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+impl Metrics {
+    /// Adds the engine's runtime cost trips since the last scrape to `limits`: the engine
+    /// counts them where evaluation runs, which knows nothing of metrics.
+    fn add_cel_trips(&self) {
+        let mut seen = self
+            .cel_trips_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = crate::policy::expression_runtime_cost_trips();
+        if now > *seen {
+            self.limits
+                .get_or_create(&LimitLabels {
+                    limit: Limit::CelRuntimeCost.as_str(),
+                })
+                .inc_by(now - *seen);
+            *seen = now;
+        }
     }
 }
 

@@ -316,6 +316,15 @@ fn cluster_dir(file: &Path) -> PathBuf {
     dir
 }
 
+/// `path` without its trailing slashes and without `prefixes` at its start, each trimmed in
+/// turn as often as it repeats: `trim_path("@artifact/apps/", &["@artifact", "/"])` is `apps`.
+fn trim_path<'a>(path: &'a str, prefixes: &[&str]) -> &'a str {
+    prefixes
+        .iter()
+        .fold(path, |p, prefix| p.trim_start_matches(prefix))
+        .trim_end_matches('/')
+}
+
 /// Every manifest under a path as written: where the Flux Kustomizations are, and the
 /// ConfigMaps and Secrets `substituteFrom` may name.
 #[derive(Default)]
@@ -404,10 +413,7 @@ impl Scan {
                     continue;
                 }
                 let dir = dir.trim_end_matches("**").trim_end_matches('/');
-                let to = to
-                    .trim_start_matches("@artifact")
-                    .trim_start_matches('/')
-                    .trim_end_matches('/');
+                let to = trim_path(to, &["@artifact", "/"]);
                 copies.push((to.to_owned(), dir.to_owned()));
             }
             if !copies.is_empty() {
@@ -438,7 +444,7 @@ impl Scan {
                         "source ExternalArtifact {src_ns}/{name} is not generated from this repository"
                     ));
                 };
-                let rel = path.trim_start_matches("./").trim_end_matches('/');
+                let rel = trim_path(path, &["./"]);
                 for (to, from) in copies {
                     let rest = if to.is_empty() {
                         Some(rel)

@@ -8,19 +8,20 @@
 pub mod http;
 pub mod tls;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Limit, Metrics};
 use anyhow::Context as _;
 use http::AppState;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Connection phases broadcast to every connection task.
@@ -83,6 +84,24 @@ pub struct Options {
     pub close_timeout: Duration,
 }
 
+/// The webhook port's queue of connections the kernel has completed and the server not yet
+/// accepted (the kernel caps it at `net.core.somaxconn`, 4096 on current kernels). tokio's
+/// default, 1024, overflows under a connection flood: a client's SYN is then dropped and
+/// retried a second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket with `backlog` (and `SO_REUSEADDR`, as `TcpListener::bind` sets it).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Binds and starts serving. Returns once the sockets are bound.
 pub async fn start(
     addr: SocketAddr,
@@ -91,9 +110,7 @@ pub async fn start(
     state: Arc<AppState>,
     opts: Options,
 ) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let listener = bind(addr, LISTEN_BACKLOG).with_context(|| format!("binding {addr}"))?;
     let addr = listener.local_addr()?;
     let metrics_listener = match metrics_addr {
         Some(a) => Some(
@@ -199,7 +216,12 @@ async fn serve(
     let app = http::app(state.clone());
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     let tracker = TaskTracker::new();
-    let accepting = || accept_loop(&listener, &acceptor, &app, &phase_rx, &tracker);
+    let slots = Slots::new(&state);
+    let accepting = || {
+        accept_loop(
+            &listener, &acceptor, &app, &phase_rx, &tracker, &slots, &state,
+        )
+    };
     let stopped = async {
         let _ = stop_rx.wait_for(|s| *s != Stop::Running).await;
     };
@@ -219,6 +241,14 @@ async fn serve(
             _ = accepting() => {}
             _ = tokio::time::sleep(opts.drain) => {}
         }
+    }
+    // Connections the kernel completed but the loop has not taken yet: a client may already
+    // have written its request on one. Serve them before the listener closes (they get
+    // `Connection: close` answers), instead of letting the close reset them.
+    while let Some(Ok((tcp, peer))) = futures::FutureExt::now_or_never(listener.accept()) {
+        spawn_connection(
+            tcp, peer, &acceptor, &app, &phase_rx, &tracker, &slots, &state,
+        );
     }
     drop(listener);
     let _ = phase_tx.send(Phase::Closing);
@@ -247,6 +277,139 @@ async fn accept(listener: &TcpListener, which: &str) -> (tokio::net::TcpStream, 
     }
 }
 
+/// The webhook port's connection slots: `--max-connections`, kept below the process's file
+/// descriptor limit (less a reserve for the metrics port, files and the API client), so a
+/// flood of connections cannot take the descriptors every connection needs. At the cap a new
+/// connection takes the place of an open one with no request in flight ([`Slots::evict_one`]),
+/// and is closed at accept only when every connection has a request in flight.
+struct Slots {
+    free: Arc<tokio::sync::Semaphore>,
+    /// New connections waiting for the slot of a connection told to close: bounded, as each
+    /// holds a descriptor.
+    waiting: Arc<tokio::sync::Semaphore>,
+    next: AtomicU64,
+    /// The connections holding a slot. Locked when a connection opens or closes and when one
+    /// is chosen to make room, never per request.
+    open: std::sync::Mutex<std::collections::HashMap<u64, Open>>,
+}
+
+/// What is known of an open connection: its requests, and the token that tells it to close.
+struct Open {
+    activity: Arc<Activity>,
+    evict: CancellationToken,
+}
+
+/// New connections that may wait at once for the slot of a connection told to close.
+const EVICT_WAITING: usize = 256;
+/// A connection younger than this with no request yet is taken to make room only after those
+/// that have been silent longer: a client sends its first request right after the handshake.
+const EVICT_FRESH: Duration = Duration::from_secs(1);
+/// How long a new connection waits for the slot of the connection told to close.
+const EVICT_WAIT: Duration = Duration::from_secs(2);
+/// How long a connection told to close may take to close gracefully before it is dropped
+/// (when it still has no request in flight: a slow-loris client half way through headers).
+const EVICT_GRACE: Duration = Duration::from_millis(500);
+
+/// A slot held by a connection's task; gives the slot back and leaves the table when dropped.
+struct Held {
+    slots: Arc<Slots>,
+    id: u64,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.slots.table().remove(&self.id);
+    }
+}
+
+impl Slots {
+    fn new(state: &AppState) -> Arc<Slots> {
+        let fds = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        // Room for the connections waiting for an evicted connection's slot too.
+        let reserve = METRICS_MAX_CONNECTIONS + EVICT_WAITING + 192;
+        let cap = state
+            .max_connections
+            .min(fds.saturating_sub(reserve))
+            .max(1);
+        if cap < state.max_connections {
+            tracing::warn!(
+                max_connections = state.max_connections,
+                fd_limit = fds,
+                using = cap,
+                "--max-connections lowered below the file descriptor limit"
+            );
+        }
+        Arc::new(Slots {
+            free: Arc::new(tokio::sync::Semaphore::new(cap)),
+            waiting: Arc::new(tokio::sync::Semaphore::new(EVICT_WAITING)),
+            next: AtomicU64::new(0),
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Open>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn hold(
+        self: &Arc<Self>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        activity: &Arc<Activity>,
+        evict: &CancellationToken,
+    ) -> Held {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.table().insert(
+            id,
+            Open {
+                activity: activity.clone(),
+                evict: evict.clone(),
+            },
+        );
+        Held {
+            slots: self.clone(),
+            id,
+            _permit: permit,
+        }
+    }
+
+    /// Tells the open connection most worth closing to close, and takes it off the table.
+    /// Only one with no request in flight, and of those one that has not sent a request yet:
+    /// first one silent for the [`EVICT_FRESH`] since it was accepted, then one just
+    /// accepted (held longest first, so a new connection has as long as the flood allows to
+    /// send its request); last one that has served requests, idle longest first (the API
+    /// server's kept-alive connections are what the cap protects). False when every
+    /// connection has a request in flight. O(open connections), only at the cap.
+    fn evict_one(&self) -> bool {
+        let mut open = self.table();
+        let victim = open
+            .iter()
+            .filter_map(|(id, o)| {
+                let idle = o.activity.idle_for()?;
+                let served = o.activity.served.load(Ordering::Acquire) > 0;
+                let rank = match (served, o.activity.accepted.elapsed() >= EVICT_FRESH) {
+                    (false, true) => 0,
+                    (false, false) => 1,
+                    (true, _) => 2,
+                };
+                Some(((rank, std::cmp::Reverse(idle)), *id))
+            })
+            .min()
+            .map(|(_, id)| id);
+        match victim.and_then(|id| open.remove(&id)) {
+            Some(o) => {
+                o.evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Accepts connections until dropped; each is handshaken and served in a tracked task.
 async fn accept_loop(
     listener: &TcpListener,
@@ -254,73 +417,164 @@ async fn accept_loop(
     app: &axum::Router,
     phase_rx: &watch::Receiver<Phase>,
     tracker: &TaskTracker,
+    slots: &Arc<Slots>,
+    state: &Arc<AppState>,
 ) {
     loop {
         let (tcp, peer) = accept(listener, "webhook").await;
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let phase_rx = phase_rx.clone();
-        tracker.spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            if h2 {
-                // hyper waits for the HTTP/2 preface without a limit: a client that negotiates
-                // h2 and sends nothing would hold the connection (and its descriptor) forever.
-                let mut tls = tls;
-                let mut preface = [0u8; H2_PREFACE.len()];
-                match tokio::time::timeout(H2_PREFACE_TIMEOUT, tls.read_exact(&mut preface)).await
-                {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "connection closed before the HTTP/2 preface");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "no HTTP/2 preface in time; closing");
-                        return;
-                    }
-                }
-                let io = Replayed {
-                    head: preface,
-                    at: 0,
-                    inner: tls,
-                };
-                serve_connection(io, true, app, phase_rx).await;
-            } else {
-                serve_connection(tls, false, app, phase_rx).await;
-            }
-        });
+        spawn_connection(tcp, peer, acceptor, app, phase_rx, tracker, slots, state);
     }
 }
 
-/// The client preface every HTTP/2 connection starts with (RFC 9113 §3.4).
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// How long a connection that negotiated HTTP/2 has to send its 24-byte preface (as Go's
-/// net/http allows) before it is closed.
-pub const H2_PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A stream whose first bytes, already read from it, are read again first: the HTTP/2
-/// preface, read here to bound the wait for it, is handed to hyper as if unread.
-struct Replayed<S> {
-    head: [u8; H2_PREFACE.len()],
-    at: usize,
-    inner: S,
+/// Serves one accepted connection in a tracked task, if a connection slot is free or can be
+/// made free ([`Slots::evict_one`]).
+#[allow(clippy::too_many_arguments)]
+fn spawn_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+    app: &axum::Router,
+    phase_rx: &watch::Receiver<Phase>,
+    tracker: &TaskTracker,
+    slots: &Arc<Slots>,
+    state: &Arc<AppState>,
+) {
+    // A free slot, or the promise of one: an open connection with no request in flight was
+    // told to close, and this one waits (a bounded time, and a bounded number of them) for
+    // its slot.
+    let slot = match slots.free.clone().try_acquire_owned() {
+        Ok(permit) => Ok(permit),
+        Err(_) => match slots.waiting.clone().try_acquire_owned() {
+            Ok(waiting) if slots.evict_one() => {
+                state.metrics.limit_tripped(Limit::Evicted);
+                tracing::debug!(%peer, "connection limit reached; closed an idle connection for this one");
+                Err(waiting)
+            }
+            _ => {
+                state.metrics.limit_tripped(Limit::Connections);
+                tracing::debug!(%peer, "connection limit reached, every connection busy; closing");
+                return;
+            }
+        },
+    };
+    let _ = tcp.set_nodelay(true);
+    let acceptor = acceptor.clone();
+    let app = app.clone();
+    let phase_rx = phase_rx.clone();
+    let state = state.clone();
+    let slots = slots.clone();
+    tracker.spawn(async move {
+        let permit = match slot {
+            Ok(permit) => permit,
+            Err(_waiting) => {
+                match tokio::time::timeout(EVICT_WAIT, slots.free.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        state.metrics.limit_tripped(Limit::Connections);
+                        tracing::debug!(%peer, "no slot came free in time; closing");
+                        return;
+                    }
+                }
+            }
+        };
+        let activity = Arc::new(Activity::new());
+        let evict = CancellationToken::new();
+        let _held = slots.hold(permit, &activity, &evict);
+        let handshake = tokio::time::timeout(state.handshake_timeout, acceptor.accept(tcp));
+        let tls = match tokio::select! {
+            r = handshake => r,
+            _ = evict.cancelled() => return,
+        } {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                state.metrics.limit_tripped(Limit::Idle);
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let mut io = ConnIo {
+            inner: tls,
+            head: [0; H2_PREFACE.len()],
+            at: H2_PREFACE.len(),
+            limit: state.write_timeout,
+            stalled: None,
+            metrics: state.metrics.clone(),
+        };
+        if h2 {
+            // hyper waits for the HTTP/2 preface without a limit: a client that negotiates
+            // h2 and sends nothing would hold the connection (and its descriptor) forever.
+            let mut preface = [0u8; H2_PREFACE.len()];
+            let read = tokio::time::timeout(H2_PREFACE_TIMEOUT, io.read_exact(&mut preface));
+            match tokio::select! {
+                r = read => r,
+                _ = evict.cancelled() => return,
+            } {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "connection closed before the HTTP/2 preface");
+                    return;
+                }
+                Err(_) => {
+                    state.metrics.limit_tripped(Limit::Idle);
+                    tracing::debug!(%peer, "no HTTP/2 preface in time; closing");
+                    return;
+                }
+            }
+            // Read here to bound the wait, handed to hyper as if unread.
+            io.head = preface;
+            io.at = 0;
+        }
+        serve_connection(io, h2, app, phase_rx, &state, &activity, &evict).await;
+    });
 }
 
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Replayed<S> {
+/// A connection's stream as hyper sees it. Its first bytes may have been read already and
+/// are read again first (`head[at..]`: the HTTP/2 preface, read to bound the wait for it).
+/// Its writes fail once one has waited longer than `limit` for the peer to read: a client
+/// that sends requests but never reads the answers would otherwise hold them (and the
+/// connection) for as long as it likes.
+struct ConnIo<S> {
+    inner: S,
+    head: [u8; H2_PREFACE.len()],
+    at: usize,
+    limit: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> ConnIo<S> {
+    /// After a write attempt: `Pending` starts (or keeps) the clock, anything else stops it.
+    fn watch<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        res: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::future::Future as _;
+        if res.is_ready() {
+            self.stalled = None;
+            return res;
+        }
+        let limit = self.limit;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.metrics.limit_tripped(Limit::WriteStalled);
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing within the write timeout",
+            )));
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ConnIo<S> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -337,13 +591,14 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Replayed<S> {
     }
 }
 
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Replayed<S> {
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ConnIo<S> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        let res = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, res)
     }
 
     fn poll_write_vectored(
@@ -351,7 +606,8 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Replayed<S> {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let res = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, res)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -362,30 +618,116 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Replayed<S> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        let res = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, res)
     }
 
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        let res = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, res)
     }
 }
 
-async fn serve_connection<S>(io: S, h2: bool, app: axum::Router, mut phase: watch::Receiver<Phase>)
-where
+/// The client preface every HTTP/2 connection starts with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long a connection that negotiated HTTP/2 has to send its 24-byte preface (as Go's
+/// net/http allows) before it is closed.
+pub const H2_PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a connection's task knows of the requests on it: how many are being answered, how
+/// many were, and when the last one ended (ms since the connection was accepted).
+struct Activity {
+    accepted: Instant,
+    in_flight: AtomicUsize,
+    served: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            accepted: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Acquire));
+        Some(self.accepted.elapsed().saturating_sub(last))
+    }
+}
+
+/// How long, once the drain is over, a connection that has not sent its first request yet is
+/// given to send it (Go's `Server.Shutdown` waits 5 s before treating a new connection as
+/// idle): it was accepted, so a request written on it is answered, with `Connection: close`.
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(5);
+
+/// A connection told to make room whose [`EVICT_GRACE`] ran out: true when it is to be
+/// dropped (still no request in flight); otherwise it gets another grace.
+fn evict_grace_over(
+    activity: &Activity,
+    evicted: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+) -> bool {
+    if activity.in_flight.load(Ordering::Acquire) == 0 {
+        return true;
+    }
+    *evicted = Some(Box::pin(tokio::time::sleep(EVICT_GRACE)));
+    false
+}
+
+/// Serves a connection until it ends, the server closes, or it is told to close to make room
+/// (`evict`: closed gracefully, a request in flight still answered; dropped after
+/// [`EVICT_GRACE`] if it has none).
+async fn serve_connection<S>(
+    io: S,
+    h2: bool,
+    app: axum::Router,
+    mut phase: watch::Receiver<Phase>,
+    state: &AppState,
+    activity: &Arc<Activity>,
+    evict: &CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(io);
-    let svc = TowerToHyperService::new(app);
+    let tracked = activity.clone();
+    // Once told to make room: the time after which the connection is dropped if it still has
+    // no request in flight.
+    let mut evicted: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        let activity = tracked.clone();
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        async move {
+            let resp = tower::ServiceExt::oneshot(app, req).await;
+            activity.last_ms.store(
+                activity.accepted.elapsed().as_millis() as u64,
+                Ordering::Release,
+            );
+            activity.served.fetch_add(1, Ordering::AcqRel);
+            activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+            resp
+        }
+    });
     if h2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
-            .keep_alive_interval(Some(Duration::from_secs(30)));
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .max_concurrent_streams(H2_MAX_STREAMS);
         let conn = b.serve_connection(io, svc);
         tokio::pin!(conn);
         let mut goaway_sent = false;
+        let idle = state.idle_timeout;
+        let mut check = tokio::time::Instant::now() + idle;
         loop {
             tokio::select! {
                 res = conn.as_mut() => {
@@ -399,16 +741,43 @@ where
                         goaway_sent = true;
                     }
                 }
+                _ = evict.cancelled(), if evicted.is_none() => {
+                    if !goaway_sent {
+                        conn.as_mut().graceful_shutdown();
+                        goaway_sent = true;
+                    }
+                    evicted = Some(Box::pin(tokio::time::sleep(EVICT_GRACE)));
+                }
+                _ = async { if let Some(e) = evicted.as_mut() { e.await } }, if evicted.is_some() => {
+                    if evict_grace_over(activity, &mut evicted) {
+                        return;
+                    }
+                }
+                // PINGs keep a connection alive at the TCP level, not as a user of a slot: a
+                // connection with no request for the idle timeout is told to go away.
+                _ = tokio::time::sleep_until(check), if !goaway_sent => {
+                    match activity.idle_for() {
+                        Some(d) if d >= idle => {
+                            state.metrics.limit_tripped(Limit::Idle);
+                            conn.as_mut().graceful_shutdown();
+                            goaway_sent = true;
+                        }
+                        Some(d) => check = tokio::time::Instant::now() + (idle - d),
+                        None => check = tokio::time::Instant::now() + idle,
+                    }
+                }
             }
         }
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
             .keep_alive(true)
-            .header_read_timeout(Duration::from_secs(30));
+            .header_read_timeout(state.header_timeout);
         let conn = b.serve_connection(io, svc);
         tokio::pin!(conn);
         let mut closing = false;
+        // Set once closing a connection that has not had its first request yet.
+        let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             tokio::select! {
                 res = conn.as_mut() => {
@@ -417,13 +786,40 @@ where
                 }
                 changed = phase.changed(), if !closing => {
                     // While draining, responses carry `Connection: close`; once closing, idle
-                    // connections are shut and an in-flight request still gets its answer.
+                    // connections are shut and an in-flight request still gets its answer. A
+                    // connection with no request yet gets a grace period for its first.
                     if changed.is_err() || *phase.borrow() >= Phase::Closing {
-                        conn.as_mut().graceful_shutdown();
                         closing = true;
+                        let fresh = activity.served.load(Ordering::Acquire) == 0
+                            && activity.in_flight.load(Ordering::Acquire) == 0;
+                        let left = FIRST_REQUEST_GRACE.saturating_sub(activity.accepted.elapsed());
+                        if fresh && !left.is_zero() {
+                            grace = Some(Box::pin(tokio::time::sleep(left)));
+                        } else {
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+                _ = async { if let Some(g) = grace.as_mut() { g.await } }, if grace.is_some() => {
+                    grace = None;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = evict.cancelled(), if evicted.is_none() => {
+                    closing = true;
+                    grace = None;
+                    conn.as_mut().graceful_shutdown();
+                    evicted = Some(Box::pin(tokio::time::sleep(EVICT_GRACE)));
+                }
+                _ = async { if let Some(e) = evicted.as_mut() { e.await } }, if evicted.is_some() => {
+                    if evict_grace_over(activity, &mut evicted) {
+                        return;
                     }
                 }
             }
         }
     }
 }
+
+/// Streams an HTTP/2 connection may have open at once (hyper's default is 200): with
+/// `--max-requests-in-flight` it bounds what one connection can make the server buffer.
+pub const H2_MAX_STREAMS: u32 = 100;

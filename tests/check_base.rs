@@ -1,6 +1,9 @@
 //! `fluxadmit check --base REV`: in a git work tree, only the findings a change introduces.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::check;
 use std::path::Path;
 use std::process::Command;
 
@@ -19,23 +22,6 @@ fn git(dir: &Path, args: &[&str]) {
         "git {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn check(cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
-        .current_dir(cwd)
-        .arg("check")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 fn release(name: &str, secret: &str) -> String {

@@ -3,69 +3,19 @@
 //! helm-controller would compose, and the workloads they make are checked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
-/// helm on PATH. Under CI its absence fails the test (CI installs helm); elsewhere the test
-/// says so and passes.
-fn helm() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .map(|d| d.join("helm"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but helm is not on PATH"
-        );
-        eprintln!("no helm on PATH: test not run");
-    }
-    found
-}
-
-fn write(root: &Path, rel: &str, text: &str) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
-        .current_dir(cwd)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn baseline() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("policies/examples/pod-security-baseline.yaml")
-        .display()
-        .to_string()
-}
+use common::{Out, baseline_policy, helm, run_in, write};
+use std::path::Path;
+use std::process::Command;
 
 /// `check --policies builtin --policies <baseline> [extra...] .`
 fn check(cwd: &Path, extra: &[&str]) -> Out {
-    let pol = baseline();
+    let pol = baseline_policy();
     let mut args = vec!["check", "--policies", "builtin", "--policies", &pol];
     args.extend_from_slice(extra);
     args.push(".");
-    run_in(cwd, &args, &[])
+    run_in(cwd, &args, None, &[])
 }
 
 /// A chart whose Deployment's container is privileged when `.Values.privileged` is.
@@ -193,9 +143,9 @@ fn a_privileged_container_rendered_from_a_chart_in_the_repository_is_caught() {
         "apps/web.yaml",
         &local_release("{privileged: true}", ""),
     );
-    let pol = baseline();
+    let pol = baseline_policy();
     let args = ["check", "--policies", "builtin", "--policies", &pol, "."];
-    let out = run_in(tmp.path(), &args, &[("PATH", "")]);
+    let out = run_in(tmp.path(), &args, None, &[("PATH", "")]);
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     assert!(
         out.stdout
@@ -215,7 +165,7 @@ fn a_privileged_container_rendered_from_a_chart_in_the_repository_is_caught() {
         &pol,
         ".",
     ];
-    let out = run_in(tmp.path(), &args, &[("PATH", "")]);
+    let out = run_in(tmp.path(), &args, None, &[("PATH", "")]);
     assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains(FINDING), "{}", out.stdout);
 }

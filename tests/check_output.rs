@@ -2,35 +2,26 @@
 //! read, and the exit codes CI relies on.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::Out;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 fn run(args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
-        .current_dir(root())
-        .env_remove("FLUXADMIT_POLICIES")
-        .env_remove("FLUXADMIT_STATE")
-        .arg("check")
-        .args(["--policies", "policies"])
-        .args(args)
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    common::output(
+        common::fluxadmit(&root())
+            .env_remove("FLUXADMIT_POLICIES")
+            .env_remove("FLUXADMIT_STATE")
+            .arg("check")
+            .args(["--policies", "policies"])
+            .args(args),
+        None,
+    )
 }
 
 fn parse(out: &Out) -> Value {

@@ -3,71 +3,10 @@
 //! target namespace and post-build substitution, one world per cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
-/// A kustomize for the tests: `kustomize` or `kubectl` on PATH. Under CI its absence fails
-/// the test (CI installs kubectl); elsewhere the test says so and passes.
-fn kustomize() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = ["kustomize", "kubectl"].iter().find_map(|b| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(b))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but neither kustomize nor kubectl is on PATH"
-        );
-        eprintln!("no kustomize or kubectl on PATH: test not run");
-    }
-    found
-}
-
-fn write(root: &Path, rel: &str, text: &str) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run_in(cwd: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Out {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fluxadmit"));
-    cmd.current_dir(cwd)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn policies_dir() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("policies/examples/pod-security-baseline.yaml")
-        .display()
-        .to_string()
-}
+use common::{baseline_policy, kustomize, run_in, write};
+use std::path::Path;
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1
 kind: Deployment
@@ -112,7 +51,7 @@ fn a_privileged_container_made_by_an_overlay_patch_is_caught_through_the_overlay
     let Some(_) = kustomize() else { return };
     let tmp = tempfile::tempdir().unwrap();
     overlay_repo(tmp.path());
-    let pol = policies_dir();
+    let pol = baseline_policy();
     let args = |p: &'static str| {
         ["check", "--policies", "builtin", "--policies", &pol, p].map(String::from)
     };
@@ -307,6 +246,33 @@ fn two_clusters_are_two_worlds() {
     assert!(
         out.stdout
             .contains("cycle: apps/api → apps/postgres → apps/api"),
+        "{}",
+        out.stdout
+    );
+    // The diagrams mark the cycle, in staging's section only.
+    let out = run_in(
+        tmp.path(),
+        &["graph", ".", "--format", "mermaid"],
+        None,
+        &[],
+    );
+    let (production, staging) = out
+        .stdout
+        .split_once("%% clusters/staging")
+        .expect("a staging section after production's");
+    assert!(!production.contains("cycle"), "{}", out.stdout);
+    assert!(
+        staging.contains("%% cycle: apps/api → apps/postgres → apps/api")
+            && staging.contains("class ")
+            && staging.contains(" cycle\n")
+            && staging.contains("linkStyle "),
+        "{}",
+        out.stdout
+    );
+    let out = run_in(tmp.path(), &["graph", ".", "--format", "dot"], None, &[]);
+    assert!(
+        out.stdout
+            .contains("\"apps/api\" -> \"apps/postgres\" [color=red, penwidth=2];"),
         "{}",
         out.stdout
     );

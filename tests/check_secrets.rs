@@ -2,31 +2,9 @@
 //! count as existing, with their key names; bootstrap Secrets are declared on the command line.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn write(root: &Path, rel: &str, text: &str) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
-
-fn check(cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
-        .current_dir(cwd)
-        .arg("check")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use common::{check, kustomize, write};
 
 /// A HelmRelease that takes its values from `secret`'s key `values.yaml`.
 fn release(name: &str, secret: &str) -> String {
@@ -117,18 +95,7 @@ fn every_provider_counts_as_the_secret_with_its_keys() {
 
 #[test]
 fn a_secret_generator_counts_when_kustomize_builds_it() {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let kustomize = ["kustomize", "kubectl"]
-        .iter()
-        .any(|b| std::env::split_paths(&path).any(|d| d.join(b).is_file()));
-    if !kustomize {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but no kustomize or kubectl"
-        );
-        eprintln!("no kustomize or kubectl on PATH: test not run");
-        return;
-    }
+    let Some(_) = kustomize() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     write(root, "apps/release.yaml", &release("gen-app", "generated"));

@@ -5,8 +5,7 @@
 mod common;
 
 use serde_json::json;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CANARY: &str = "CANARY-c0ffee-9d2b-never-log-me";
 
@@ -24,52 +23,27 @@ async fn serve_logs_no_secret_and_exits_zero_on_sigterm() {
     )
     .unwrap();
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let [port, mport] = common::free_ports::<2>();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
-        .args([
-            "serve",
+    let (policies, state) = (root.join("policies"), state.to_str().unwrap().to_owned());
+    let served = common::serve_child(
+        dir.path(),
+        &[
             "--log-format",
             "json",
             "--log-level",
             "debug",
             "--drain",
             "300ms",
-        ])
-        .args([
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-addr",
-            &format!("127.0.0.1:{mport}"),
-        ])
-        .arg("--cert-dir")
-        .arg(dir.path().join("certs"))
-        .arg("--policies")
-        .arg(root.join("policies"))
-        .arg("--state")
-        .arg(&state)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
+            "--policies",
+            policies.to_str().unwrap(),
+            "--state",
+            &state,
+        ],
+    )
+    .await;
+    let mut child = served.child;
+    let mut client = common::connect(served.addr, &served.ca, &[b"http/1.1"])
+        .await
         .unwrap();
-
-    // Wait for the generated CA and the listener.
-    let ca_path = dir.path().join("certs/ca.crt");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let client = loop {
-        if let Ok(ca) = std::fs::read_to_string(&ca_path)
-            && let Ok(c) = common::connect(
-                format!("127.0.0.1:{port}").parse().unwrap(),
-                &ca,
-                &[b"http/1.1"],
-            )
-            .await
-        {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "server did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut client = client;
 
     // A release whose valuesFrom names a key the Secret lacks: the denial names the keys only.
     // A second valuesFrom names a Secret that does not exist.
@@ -99,7 +73,7 @@ async fn serve_logs_no_secret_and_exits_zero_on_sigterm() {
     assert_eq!(ok.json()["response"]["allowed"], true);
     drop(client);
 
-    let (status, logs) = common::terminate(&mut child, Duration::from_secs(15)).await;
+    let (status, logs) = common::terminate(&mut child.0, Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "{logs}");
     assert!(!logs.contains(CANARY), "a secret value reached the logs");
     // One JSON line per admission (info if denied or warned, debug otherwise) with the
@@ -180,44 +154,24 @@ async fn serve_text_logs_one_line_per_decision_without_colour() {
     )
     .unwrap();
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let [port, mport] = common::free_ports::<2>();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxadmit"))
-        .args(["serve", "--drain", "200ms"])
-        .args([
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-addr",
-            &format!("127.0.0.1:{mport}"),
-        ])
-        .arg("--cert-dir")
-        .arg(dir.path().join("certs"))
-        .arg("--policies")
-        .arg(root.join("policies"))
-        .arg("--state")
-        .arg(&state)
-        .env_remove("FLUXADMIT_LOG")
-        .env_remove("FLUXADMIT_LOG_FORMAT")
-        .env_remove("NO_COLOR")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
+    let (policies, state) = (root.join("policies"), state.to_str().unwrap().to_owned());
+    // Text logs at the default level, as a user starts it.
+    let served = common::serve_child(
+        dir.path(),
+        &[
+            "--drain",
+            "200ms",
+            "--policies",
+            policies.to_str().unwrap(),
+            "--state",
+            &state,
+        ],
+    )
+    .await;
+    let mut child = served.child;
+    let mut client = common::connect(served.addr, &served.ca, &[b"http/1.1"])
+        .await
         .unwrap();
-    let ca_path = dir.path().join("certs/ca.crt");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut client = loop {
-        if let Ok(ca) = std::fs::read_to_string(&ca_path)
-            && let Ok(c) = common::connect(
-                format!("127.0.0.1:{port}").parse().unwrap(),
-                &ca,
-                &[b"http/1.1"],
-            )
-            .await
-        {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "server did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
 
     // A person's write of a release with a missing dependency and three missing Secrets.
     let missing = ["shop-values-prod", "shop-db-credentials", "shop-smtp-relay"];
@@ -235,7 +189,7 @@ async fn serve_text_logs_one_line_per_decision_without_colour() {
     assert_eq!(ok.json()["response"]["allowed"], true);
     drop(client);
 
-    let (status, logs) = common::terminate(&mut child, Duration::from_secs(15)).await;
+    let (status, logs) = common::terminate(&mut child.0, Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "{logs}");
     assert!(
         !logs.contains('\u{1b}'),

@@ -36,6 +36,7 @@ fn main() {
         view: generate::view(&size),
     };
     reviews(&mut c, &snap, &size);
+    expressions(&mut c);
     judgement(&mut c);
     patch(&mut c, &snap);
     graph(&mut c);
@@ -331,6 +332,44 @@ fn graph(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// A CEL expression rule on the Deployment: a loop over its containers (metered by the
+/// runtime cost limit), and one without a loop.
+fn expressions(c: &mut Criterion) {
+    let deploy = generate::deployment_review("bench-cel");
+    let mut g = c.benchmark_group("cel");
+    for (name, expression) in [
+        (
+            "loop",
+            "object.spec.template.spec.containers.all(c, c.image.contains(':') && c.name != '')",
+        ),
+        (
+            "no_loop",
+            "object.metadata.name != '' && object.spec.replicas >= 1",
+        ),
+    ] {
+        let doc = serde_json::json!({
+            "apiVersion": "fluxadmit.io/v1alpha1", "kind": "DeploymentPolicy",
+            "metadata": {"name": "cel"},
+            "spec": {
+                "match": {"resources": [{"apiGroups": ["apps"], "kinds": ["Deployment"]}]},
+                "rules": [{"name": name, "expression": {"expression": expression, "message": "no"}}]
+            }
+        });
+        let s = Snapshot {
+            policies: fluxadmit_core::policy::load::compile_yaml("cel.yaml", &doc.to_string())
+                .unwrap(),
+            view: Default::default(),
+        };
+        let mut req = admission::parse_review(&deploy).unwrap();
+        let v = engine::evaluate(Mode::Validate, &mut req, &s.policies, &s.view);
+        assert!(v.verdict.allowed, "{name}: {:?}", v.findings);
+        g.bench_function(format!("deployment_6k/{name}"), |b| {
+            b.iter(|| engine::evaluate(Mode::Validate, black_box(&mut req), &s.policies, &s.view))
+        });
+    }
+    g.finish();
 }
 
 /// Scaling: the HelmRelease review against matching rules (1, 10, 50) and view size.

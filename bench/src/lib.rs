@@ -1,11 +1,12 @@
-//! `fluxadmit-bench`: load (floor server vs fluxadmit over TLS), memory, startup and scaling
-//! benchmarks, kept out of the shipped binary. The generators in [`generate`] (`src/gen.rs`)
-//! are shared with the criterion benches (`benches/engine.rs`). See BENCHMARKS.md for the
-//! commands and the numbers.
+//! `fluxadmit-bench`: load (floor server vs fluxadmit over TLS), memory, startup, scaling and
+//! HTTP/2 rapid-reset benchmarks, kept out of the shipped binary. The generators in
+//! [`generate`] (`src/gen.rs`) are shared with the criterion benches (`benches/engine.rs`).
+//! See BENCHMARKS.md for the commands and the numbers.
 
 #[path = "gen.rs"]
 pub mod generate;
 pub mod load;
+pub mod rapid;
 pub mod repo;
 pub mod scaling;
 pub mod startup;
@@ -35,6 +36,30 @@ pub enum BenchCommand {
     Scaling(ScalingArgs),
     /// `fluxadmit check` on a generated Flux repository, without and with kustomize builds.
     Repo(RepoArgs),
+    /// HTTP/2 rapid reset (CVE-2023-44487): `fluxadmit serve`'s CPU per stream opened and
+    /// cancelled at once, against its CPU per review it answers.
+    RapidReset(RapidArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RapidArgs {
+    /// Streams to open and reset (HEADERS, a DATA chunk of the review, RST_STREAM CANCEL) in
+    /// each reset phase; also the number of PINGs of the PING phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub streams: u64,
+    /// Cap on each reset phase, in seconds: it stops then even if not all streams were sent.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// One reset phase per value: streams written between two PINGs (each PONG awaited). 1:
+    /// the server reads and handles every stream; 100: it sees the resets in bursts.
+    #[arg(long, value_delimiter = ',', default_value = "1,100", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: Vec<u64>,
+    /// Real reviews (the ~6 KB Deployment to /validate), each answered and checked.
+    #[arg(long, default_value_t = 5_000)]
+    pub reviews: u64,
+    /// Reviews in flight at once, as streams of one HTTP/2 connection.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +221,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "{}",
                 repo::run(a.kustomizations, a.releases, a.runs, a.kustomize_dir)?
             );
+        }
+        BenchCommand::RapidReset(a) => {
+            let r = rapid::run(&rapid::RapidConfig {
+                streams: a.streams,
+                max_time: Duration::from_secs(a.seconds),
+                batches: a.batch,
+                reviews: a.reviews,
+                concurrency: a.concurrency,
+            })?;
+            println!("{}", rapid::markdown(&r));
         }
         BenchCommand::Scaling(a) => {
             let (r, v) = scaling::run(&a.rules, a.rules_objects, &a.views, a.budget)?;

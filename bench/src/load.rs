@@ -149,31 +149,22 @@ pub struct Row {
     pub max_us: f64,
 }
 
-/// A temporary directory removed on drop (best effort).
-pub struct TempDir(PathBuf);
+/// A temporary directory (a `tempfile` one) removed on drop, best effort; its name says
+/// which part of the bench made it: `fluxadmit-bench-{tag}-XXXXXX`.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> anyhow::Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let p = std::env::temp_dir().join(format!(
-            "fluxadmit-bench-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
-        Ok(TempDir(p))
+        let prefix = format!("fluxadmit-bench-{tag}-");
+        let dir = tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempdir()
+            .with_context(|| format!("creating a temp dir {prefix}*"))?;
+        Ok(TempDir(dir))
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
@@ -281,6 +272,13 @@ pub struct ServeProcess {
     pub addr: SocketAddr,
     pub log: PathBuf,
     child: std::process::Child,
+}
+
+impl ServeProcess {
+    /// The server's process id (`rapid-reset` reads its CPU time from `/proc/<pid>/stat`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for ServeProcess {

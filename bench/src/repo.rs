@@ -123,6 +123,8 @@ pub fn run(
     );
     let mut modes = vec![(false, String::new())];
     if let Some(d) = kustomize_dir {
+        // Absolute: the check runs inside the generated repository.
+        let d = std::fs::canonicalize(&d).with_context(|| d.display().to_string())?;
         modes.push((true, d.display().to_string()));
     }
     for (builds, path) in modes {

@@ -324,6 +324,94 @@ pub struct Verdict {
     pub patch: Option<json_patch::Patch>,
 }
 
+/// The longest denial message an answer carries, in bytes: a denial lists every error, and one
+/// object with tens of thousands of findings must not make a multi-megabyte answer (the API
+/// server stores the message in the request's status and audit events, `kubectl` prints it).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// The API server's budget for all the warnings of one request, in characters: past it, it
+/// cuts each warning to [`MAX_WARNING_CHARS_WHEN_OVER`] characters and drops the rest
+/// (`k8s.io/apiserver/pkg/endpoints/filters/warning.go`). Answers stay within it, in bytes (a
+/// byte count is never below the character count).
+pub const MAX_WARNINGS_TOTAL: usize = 4 * 1024;
+
+/// What the API server cuts each warning to once the total is over [`MAX_WARNINGS_TOTAL`].
+pub const MAX_WARNING_CHARS_WHEN_OVER: usize = 256;
+
+/// Cuts `text` to at most `max` bytes at a char boundary, ending with a marker that says how
+/// many bytes were cut: `… (truncated, 123 more bytes)`. A text that fits is left as it is.
+/// When `max` cannot hold the marker, the text is only cut (at a char boundary).
+pub fn truncate_text(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    // The marker with the widest count it can need: the count is below `text.len()`.
+    let widest = marker(text.len()).len();
+    let Some(room) = max.checked_sub(widest) else {
+        let at = floor_char_boundary(text, max);
+        text.truncate(at);
+        return;
+    };
+    let at = floor_char_boundary(text, room);
+    let cut = text.len() - at;
+    text.truncate(at);
+    text.push_str(&marker(cut));
+}
+
+fn marker(cut: usize) -> String {
+    format!("… (truncated, {cut} more bytes)")
+}
+
+/// The largest char boundary of `text` at or below `at`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+impl Verdict {
+    /// Bounds what the answer carries: the message to [`MAX_MESSAGE_BYTES`], and the warnings
+    /// to what the API server passes on unchanged ([`MAX_WARNINGS_TOTAL`] in all). Warnings
+    /// that fit are left as they are; otherwise each is cut to an equal share of the total (at
+    /// least [`MAX_WARNING_CHARS_WHEN_OVER`] bytes), as many as fit are kept, and a last
+    /// warning says how many were left out.
+    pub fn cap(&mut self) {
+        truncate_text(&mut self.message, MAX_MESSAGE_BYTES);
+        cap_warnings(&mut self.warnings);
+    }
+}
+
+/// See [`Verdict::cap`].
+pub fn cap_warnings(warnings: &mut Vec<String>) {
+    let total: usize = warnings.iter().map(String::len).sum();
+    if total <= MAX_WARNINGS_TOTAL {
+        return;
+    }
+    // Room for the closing note, whose count has at most as many digits as the number of
+    // warnings.
+    let note = |n: usize| format!("… and {n} more warnings not shown");
+    let budget = MAX_WARNINGS_TOTAL - note(warnings.len()).len();
+    // A fair share of the budget each, and never less than the API server would keep.
+    let share = (budget / warnings.len()).max(MAX_WARNING_CHARS_WHEN_OVER);
+    let mut used = 0;
+    let mut kept = 0;
+    for w in warnings.iter_mut() {
+        truncate_text(w, share);
+        if used + w.len() > budget {
+            break;
+        }
+        used += w.len();
+        kept += 1;
+    }
+    let dropped = warnings.len() - kept;
+    warnings.truncate(kept);
+    if dropped > 0 {
+        warnings.push(note(dropped));
+    }
+}
+
 /// The AdmissionReview answer for a request, as JSON: the uid echoed, a denial as status 403
 /// `Forbidden` with the verdict's message, warnings, and a patch as the base64 string the
 /// AdmissionReview API documents (kube-rs would write a JSON array of byte values).
@@ -334,6 +422,12 @@ pub struct Verdict {
 /// `AdmissionReview<DynamicObject>` (field order and omitted empty fields included); a test
 /// compares the two.
 pub fn answer_json(req: &Request, verdict: &Verdict) -> Vec<u8> {
+    answer_json_for(&req.uid, verdict)
+}
+
+/// As [`answer_json`], for the request with `uid` (when the parsed request is gone: a panic or
+/// a deadline took it).
+pub fn answer_json_for(uid: &str, verdict: &Verdict) -> Vec<u8> {
     use crate::json::write_str;
     use base64::Engine as _;
     let patch = verdict
@@ -341,7 +435,7 @@ pub fn answer_json(req: &Request, verdict: &Verdict) -> Vec<u8> {
         .as_ref()
         .filter(|p| !p.0.is_empty())
         .and_then(|p| serde_json::to_vec(p).ok());
-    let size = req.uid.len()
+    let size = uid.len()
         + verdict.message.len()
         + verdict.warnings.iter().map(|w| w.len() + 3).sum::<usize>()
         + patch.as_ref().map_or(0, |p| p.len() * 4 / 3 + 4);
@@ -349,7 +443,7 @@ pub fn answer_json(req: &Request, verdict: &Verdict) -> Vec<u8> {
     out.extend_from_slice(
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
     );
-    write_str(&mut out, &req.uid);
+    write_str(&mut out, uid);
     if verdict.allowed {
         out.extend_from_slice(br#","allowed":true,"status":{}"#);
     } else {
@@ -391,6 +485,86 @@ pub fn answer_json(req: &Request, verdict: &Verdict) -> Vec<u8> {
 mod tests {
     use super::*;
     use kube::core::admission::AdmissionResponse;
+
+    #[test]
+    fn truncation_keeps_short_texts_and_cuts_at_char_boundaries() {
+        let mut s = "short".to_owned();
+        truncate_text(&mut s, 5);
+        assert_eq!(s, "short");
+        // ASCII: cut to exactly the limit, the marker counting what was cut.
+        let mut s = "a".repeat(100);
+        truncate_text(&mut s, 40);
+        assert_eq!(s, format!("{}… (truncated, 91 more bytes)", "a".repeat(9)));
+        // Multi-byte text (2-, 3- and 4-byte chars): every limit gives valid UTF-8 within it,
+        // the kept part a prefix of the text, and the count right.
+        let text: String = "é€😀x".repeat(50);
+        for max in 0..text.len() + 2 {
+            let mut s = text.clone();
+            truncate_text(&mut s, max);
+            assert!(s.len() <= max || max >= text.len(), "{max}: {}", s.len());
+            if max >= text.len() {
+                assert_eq!(s, text);
+                continue;
+            }
+            match s.find('…') {
+                Some(at) if s.ends_with(" more bytes)") => {
+                    assert!(text.starts_with(&s[..at]), "{max}");
+                    assert!(s.ends_with(&format!("(truncated, {} more bytes)", text.len() - at)));
+                }
+                // Too small for the marker: only cut.
+                _ => assert!(text.starts_with(&s) && max < 40, "{max}: {s}"),
+            }
+        }
+    }
+
+    #[test]
+    fn warnings_stay_within_what_the_api_server_passes_on() {
+        // Few and short: unchanged.
+        let mut w = vec!["a".repeat(100), "é".repeat(1000)];
+        let before = w.clone();
+        cap_warnings(&mut w);
+        assert_eq!(w, before);
+        // One long warning: cut to the total, still within it with the note's room.
+        let mut w = vec!["€".repeat(10_000)];
+        cap_warnings(&mut w);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].len() <= MAX_WARNINGS_TOTAL && w[0].len() > 3 * 1024,
+            "{}",
+            w[0].len()
+        );
+        assert!(w[0].ends_with(" more bytes)"));
+        // Many: as many as fit, each cut, then how many were left out.
+        let mut w: Vec<String> = (0..60_000)
+            .map(|i| format!("warning {i}: {}", "x".repeat(300)))
+            .collect();
+        cap_warnings(&mut w);
+        let total: usize = w.iter().map(String::len).sum();
+        assert!(total <= MAX_WARNINGS_TOTAL, "{total}");
+        assert!(
+            w[..w.len() - 1]
+                .iter()
+                .all(|w| w.len() <= MAX_WARNING_CHARS_WHEN_OVER)
+        );
+        assert!(w[0].starts_with("warning 0: xxx"));
+        let kept = w.len() - 1;
+        assert_eq!(
+            w[kept],
+            format!("… and {} more warnings not shown", 60_000 - kept)
+        );
+        // And a verdict's message.
+        let mut v = Verdict {
+            message: "ü".repeat(MAX_MESSAGE_BYTES),
+            ..Verdict::default()
+        };
+        v.cap();
+        assert!(v.message.len() <= MAX_MESSAGE_BYTES);
+        let kept = v.message.find('…').unwrap();
+        assert!(v.message.ends_with(&format!(
+            "ü… (truncated, {} more bytes)",
+            2 * MAX_MESSAGE_BYTES - kept
+        )));
+    }
 
     fn review(extra: &str) -> String {
         format!(

@@ -14,15 +14,21 @@
 //! threshold; a panic inside the crate becomes an error.
 
 mod check;
+mod cost;
 mod env;
 mod eval;
 mod json;
 mod limits;
+mod runtime;
 
 #[cfg(test)]
 mod tests;
 
+pub use self::cost::{MAX_ESTIMATED_COST, set_limit as set_cost_limit};
 pub use self::eval::{Expression, compile_ready_expr};
+pub use self::runtime::{
+    MAX_RUNTIME_COST, set_limit as set_runtime_cost_limit, trips as runtime_cost_trips,
+};
 #[cfg(test)]
 use self::{eval::eval_ready_expr, limits::MAX_SOURCE_BYTES};
 

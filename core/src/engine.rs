@@ -70,6 +70,14 @@ pub struct Outcome {
     pub matched: usize,
 }
 
+/// The longest message one finding keeps, in bytes; longer ones are cut with a marker
+/// ([`crate::admission::truncate_text`]). A finding is logged and may be listed in the answer.
+pub const MAX_FINDING_MESSAGE_BYTES: usize = 8 * 1024;
+
+/// The most findings one rule reports for one request; the rest are counted in one last
+/// finding of that rule (an error if any of them is).
+pub const MAX_FINDINGS_PER_RULE: usize = 50;
+
 const DEFAULT_OPS: [OperationName; 2] = [OperationName::Create, OperationName::Update];
 
 /// Metadata the webhook never changes, so a patch cannot depend on who asks or when.
@@ -129,6 +137,78 @@ pub fn evaluate_with(
     evaluate_in(mode, req, policies, view, extra, World::Live)
 }
 
+/// What matching needs beyond the request: the namespace's labels (a Namespace's own) and a
+/// HelmRelease's chart.
+fn match_context<'a>(
+    req: &Request,
+    object: &'a Value,
+    view: &'a ClusterView,
+    flux_kind: Option<FluxKind>,
+) -> (
+    Option<std::borrow::Cow<'a, crate::policy::model::Labels>>,
+    Option<&'a str>,
+) {
+    let namespace_labels = if req.group.is_empty() && req.kind == "Namespace" {
+        Some(std::borrow::Cow::Owned(labels_of(object)))
+    } else {
+        view.namespace_labels(&req.namespace)
+            .map(std::borrow::Cow::Borrowed)
+    };
+    let chart = match flux_kind {
+        Some(FluxKind::HelmRelease) => view.release_chart(&req.namespace, object),
+        _ => None,
+    };
+    (namespace_labels, chart)
+}
+
+fn match_input<'a>(
+    req: &'a Request,
+    object: &'a Value,
+    namespace_labels: Option<&'a crate::policy::model::Labels>,
+    chart: Option<&'a str>,
+) -> MatchInput<'a> {
+    MatchInput {
+        group: &req.group,
+        kind: &req.kind,
+        namespace: &req.namespace,
+        name: &req.name,
+        operation: req.operation,
+        labels: crate::json::at(object, "/metadata/labels").and_then(Value::as_object),
+        namespace_labels,
+        chart,
+    }
+}
+
+/// Whether a policy with a rule estimated above `threshold` (`cel::cost`) matches this request:
+/// the server evaluates only those reviews off its async workers, with a deadline. A DELETE
+/// (its old object not read yet) counts as matching when any such policy is loaded.
+pub fn costly_match(
+    req: &Request,
+    policies: &PolicySet,
+    view: &ClusterView,
+    threshold: f64,
+) -> bool {
+    let mut costly = policies
+        .policies
+        .iter()
+        .filter(|p| p.estimated_cost > threshold)
+        .peekable();
+    if costly.peek().is_none() {
+        return false;
+    }
+    if req.object.is_null() {
+        return true;
+    }
+    let object = &req.object;
+    let flux_kind = FluxKind::from_group_kind(&req.group, &req.kind);
+    let (namespace_labels, chart) = match_context(req, object, view, flux_kind);
+    let input = match_input(req, object, namespace_labels.as_deref(), chart);
+    costly.any(|p| {
+        p.matcher.matches(&input, &DEFAULT_OPS)
+            && !p.exclude.as_ref().is_some_and(|e| e.matches(&input, &[]))
+    })
+}
+
 /// As [`evaluate_with`], in a given [`World`].
 pub fn evaluate_in(
     mode: Mode,
@@ -156,27 +236,8 @@ pub fn evaluate_in(
         &req.object
     };
     let flux_kind = FluxKind::from_group_kind(&req.group, &req.kind);
-    let own_ns_labels;
-    let namespace_labels = if req.group.is_empty() && req.kind == "Namespace" {
-        own_ns_labels = labels_of(object);
-        Some(&own_ns_labels)
-    } else {
-        view.namespace_labels(&req.namespace)
-    };
-    let chart = match flux_kind {
-        Some(FluxKind::HelmRelease) => view.release_chart(&req.namespace, object),
-        _ => None,
-    };
-    let input = MatchInput {
-        group: &req.group,
-        kind: &req.kind,
-        namespace: &req.namespace,
-        name: &req.name,
-        operation: req.operation,
-        labels: crate::json::at(object, "/metadata/labels").and_then(Value::as_object),
-        namespace_labels,
-        chart,
-    };
+    let (namespace_labels, chart) = match_context(req, object, view, flux_kind);
+    let input = match_input(req, object, namespace_labels.as_deref(), chart);
     let ctx = Ctx {
         req,
         object,
@@ -217,6 +278,7 @@ pub fn evaluate_in(
                 }
             }
             for mut finding in scratch.drain(..) {
+                crate::admission::truncate_text(&mut finding.message, MAX_FINDING_MESSAGE_BYTES);
                 if policy.action == Action::Audit {
                     finding.level = Level::Warning;
                 }
@@ -233,6 +295,7 @@ pub fn evaluate_in(
     if req.operation == OperationName::Update && findings.iter().any(is_error) {
         spare_unchanged(&mut findings, &origins, policies, &ctx);
     }
+    cap_findings(&mut findings, &origins);
 
     let patch = mutate(&mut req.object, &mutations);
     // An `Audit` policy never changes the object: it says what it would change.
@@ -269,8 +332,11 @@ pub fn evaluate_in(
     const DENIED: &str = "denied by fluxadmit: ";
     let mut message = String::new();
     let mut warnings = Vec::new();
+    // Errors past the message's limit are only counted.
+    let mut unlisted = 0usize;
     for r in &findings {
         match r.finding.level {
+            Level::Error if message.len() >= crate::admission::MAX_MESSAGE_BYTES => unlisted += 1,
             Level::Error => {
                 message.push_str(if message.is_empty() { DENIED } else { "; " });
                 message.reserve(r.text_len());
@@ -283,17 +349,81 @@ pub fn evaluate_in(
             }
         }
     }
+    if unlisted > 0 {
+        let note = format!("; and {unlisted} more errors not shown");
+        crate::admission::truncate_text(
+            &mut message,
+            crate::admission::MAX_MESSAGE_BYTES - note.len(),
+        );
+        message.push_str(&note);
+    }
     let allowed = message.is_empty();
+    let mut verdict = Verdict {
+        allowed,
+        message,
+        warnings,
+        patch,
+    };
+    verdict.cap();
     Outcome {
-        verdict: Verdict {
-            allowed,
-            message,
-            warnings,
-            patch,
-        },
+        verdict,
         findings,
         matched,
     }
+}
+
+/// Keeps at most [`MAX_FINDINGS_PER_RULE`] findings of each rule (`origins` gives each
+/// finding's policy and rule by position); the rest become one finding that counts them,
+/// in place of the first one left out: an error if any of them is.
+fn cap_findings(findings: &mut Vec<Reported>, origins: &[(usize, usize)]) {
+    if findings.len() <= MAX_FINDINGS_PER_RULE {
+        return;
+    }
+    // Per rule: how many seen, and where its counting finding is.
+    let mut seen: rustc_hash::FxHashMap<(usize, usize), (usize, Option<usize>)> =
+        rustc_hash::FxHashMap::default();
+    let mut out: Vec<Reported> = Vec::with_capacity(findings.len().min(4 * MAX_FINDINGS_PER_RULE));
+    let mut counts: Vec<usize> = Vec::new();
+    for (i, r) in std::mem::take(findings).into_iter().enumerate() {
+        // Findings after the rules' own (audits, the policy schema) have no origin.
+        let Some(&origin) = origins.get(i) else {
+            out.push(r);
+            continue;
+        };
+        let entry = seen.entry(origin).or_insert((0, None));
+        entry.0 += 1;
+        if entry.0 <= MAX_FINDINGS_PER_RULE {
+            out.push(r);
+            continue;
+        }
+        match entry.1 {
+            Some(at) => {
+                counts[at] += 1;
+                if is_error(&r) {
+                    out[at].finding.level = Level::Error;
+                }
+            }
+            None => {
+                entry.1 = Some(out.len());
+                let mut summary = Finding::warning("", String::new());
+                summary.level = r.finding.level;
+                summary.basis = r.finding.basis;
+                counts.resize(out.len() + 1, 0);
+                counts[out.len()] = 1;
+                out.push(Reported {
+                    policy: r.policy,
+                    rule: r.rule,
+                    finding: summary,
+                });
+            }
+        }
+    }
+    for (at, &n) in counts.iter().enumerate() {
+        if n > 0 {
+            out[at].finding.message = format!("and {n} more findings of this rule not shown");
+        }
+    }
+    *findings = out;
 }
 
 /// fluxadmit's own rule: a `DeploymentPolicy` resource that would not compile is denied at
@@ -416,10 +546,17 @@ fn spare_unchanged(
                 before.len() - 1
             }
         };
-        let had = before[at]
-            .1
-            .iter()
-            .any(|o| o.path == r.finding.path && o.message == r.finding.message);
+        // The new findings' messages were cut to the limit: compare the old ones cut alike.
+        let had = before[at].1.iter().any(|o| {
+            o.path == r.finding.path
+                && if o.message.len() > MAX_FINDING_MESSAGE_BYTES {
+                    let mut cut = o.message.clone();
+                    crate::admission::truncate_text(&mut cut, MAX_FINDING_MESSAGE_BYTES);
+                    cut == r.finding.message
+                } else {
+                    o.message == r.finding.message
+                }
+        });
         if had {
             admit(
                 r,
@@ -521,5 +658,70 @@ fn restore_protected(original: &Value, mutated: &mut Value) {
     }
     if meta.is_empty() && orig.is_none() {
         obj.remove("metadata");
+    }
+}
+
+#[cfg(test)]
+mod caps {
+    use super::*;
+
+    fn reported(rule: &str, level: Level, i: usize) -> Reported {
+        let mut finding = Finding::warning(format!("spec.items[{i}]"), format!("bad item {i}"));
+        finding.level = level;
+        Reported {
+            policy: "p".into(),
+            rule: rule.into(),
+            finding,
+        }
+    }
+
+    #[test]
+    fn findings_are_capped_per_rule_and_counted() {
+        let mut findings = Vec::new();
+        let mut origins = Vec::new();
+        for i in 0..1000 {
+            // Rule a: warnings, then one error among the ones left out.
+            let level = if i == 700 {
+                Level::Error
+            } else {
+                Level::Warning
+            };
+            findings.push(reported("a", level, i));
+            origins.push((0, 0));
+        }
+        for i in 0..3 {
+            findings.push(reported("b", Level::Error, i));
+            origins.push((0, 1));
+        }
+        // A finding with no origin (an audit's) is kept as it is.
+        findings.push(reported("audit", Level::Warning, 0));
+        cap_findings(&mut findings, &origins);
+        assert_eq!(findings.len(), MAX_FINDINGS_PER_RULE + 1 + 3 + 1);
+        let count = &findings[MAX_FINDINGS_PER_RULE];
+        assert_eq!(&*count.rule, "a");
+        assert_eq!(
+            count.finding.level,
+            Level::Error,
+            "one left out is an error"
+        );
+        assert_eq!(
+            count.finding.message,
+            format!(
+                "and {} more findings of this rule not shown",
+                1000 - MAX_FINDINGS_PER_RULE
+            )
+        );
+        assert_eq!(
+            findings[MAX_FINDINGS_PER_RULE - 1].finding.message,
+            "bad item 49"
+        );
+        assert_eq!(&*findings[MAX_FINDINGS_PER_RULE + 1].rule, "b");
+        assert_eq!(&*findings.last().unwrap().rule, "audit");
+
+        // Few findings: untouched.
+        let mut few: Vec<Reported> = (0..5).map(|i| reported("a", Level::Error, i)).collect();
+        let before = few.clone();
+        cap_findings(&mut few, &[(0, 0); 5]);
+        assert_eq!(few, before);
     }
 }

@@ -1,6 +1,7 @@
 //! Policies: the model, loading from files, and the compiled set the engine runs.
 
 pub mod builtin;
+pub mod limits;
 pub mod load;
 pub mod matching;
 pub mod model;
@@ -9,6 +10,13 @@ pub mod reach;
 use crate::rules::CompiledRule;
 use matching::Matcher;
 use model::Action;
+
+pub use crate::cel::{
+    MAX_ESTIMATED_COST as MAX_EXPRESSION_COST, MAX_RUNTIME_COST as MAX_EXPRESSION_RUNTIME_COST,
+    runtime_cost_trips as expression_runtime_cost_trips,
+    set_cost_limit as set_expression_cost_limit,
+    set_runtime_cost_limit as set_expression_runtime_cost_limit,
+};
 
 /// A policy compiled at load: matchers built, rules compiled. Immutable afterwards.
 #[derive(Debug)]
@@ -23,6 +31,9 @@ pub struct CompiledPolicy {
     pub matcher: Matcher,
     pub exclude: Option<Matcher>,
     pub rules: Vec<CompiledRule>,
+    /// The highest estimated cost of its rules' expressions (`cel::cost`), computed at load:
+    /// what decides, per review, whether it is evaluated off the async workers.
+    pub estimated_cost: f64,
     /// (field, text): what loads but looks wrong, e.g. a kind no known API group serves.
     pub warnings: Vec<(String, String)>,
 }
@@ -41,6 +52,15 @@ impl PolicySet {
 
     pub fn is_empty(&self) -> bool {
         self.policies.is_empty()
+    }
+
+    /// The highest estimated cost of any rule's expressions (`cel::cost`): 0 when only
+    /// built-in rules are loaded.
+    pub fn max_estimated_cost(&self) -> f64 {
+        self.policies
+            .iter()
+            .map(|p| p.estimated_cost)
+            .fold(0.0, f64::max)
     }
 
     pub fn rule_count(&self) -> usize {

@@ -12,6 +12,8 @@
 //! Here every finding is its own [`Violation`] with the exact field path, worded as PSA would
 //! word that single finding (`privileged (container "a" must ...)`). [`summarize`] joins the
 //! messages with `", "`, so for a single offending field it is identical to PSA's message.
+//! The summary is bounded whatever the pod: at most [`MAX_MESSAGES_PER_CHECK`] messages per
+//! check, then a count of the rest (see [`summarize`]).
 //! Containers are visited in PSA's order: `initContainers`, `containers`, `ephemeralContainers`.
 //!
 //! # Malformed input
@@ -45,6 +47,8 @@ mod test_support;
 mod tests_baseline;
 #[cfg(test)]
 mod tests_general;
+#[cfg(test)]
+mod tests_huge;
 #[cfg(test)]
 mod tests_restricted;
 #[cfg(test)]
@@ -405,22 +409,62 @@ impl Checks {
     }
 }
 
+/// The most distinct messages [`summarize`] lists for one check; the rest are counted
+/// (`and 59990 more "privileged" findings`).
+pub const MAX_MESSAGES_PER_CHECK: usize = 10;
+
+/// The longest one finding's message is in a summary, in bytes (a message quotes values from
+/// the object, which can be long).
+pub const MAX_FINDING_BYTES: usize = 512;
+
+/// The longest summary, in bytes.
+pub const MAX_SUMMARY_BYTES: usize = 8 * 1024;
+
 /// PSA-style one-line summary:
 /// `violates PodSecurity "restricted:latest": <check messages joined by ", ">`.
 /// Identical messages (e.g. the same host used by two probes of one container) are listed once.
 /// Returns an empty string when there are no violations.
+///
+/// Bounded, whatever the pod: per check the first [`MAX_MESSAGES_PER_CHECK`] distinct
+/// messages are listed, each cut to [`MAX_FINDING_BYTES`], then `and N more "<check>"
+/// findings`; the whole is cut to [`MAX_SUMMARY_BYTES`]. Linear in the number of violations.
 pub fn summarize(level: Level, version: Version, violations: &[Violation]) -> String {
+    use std::fmt::Write as _;
     if violations.is_empty() {
         return String::new();
     }
-    let mut messages: Vec<&str> = Vec::with_capacity(violations.len());
-    for v in violations {
-        if !messages.contains(&v.message.as_str()) {
-            messages.push(&v.message);
+    let mut out = format!("violates PodSecurity \"{level}:{version}\": ");
+    let start = out.len();
+    let mut seen: std::collections::HashSet<&str> =
+        std::collections::HashSet::with_capacity(violations.len().min(1024));
+    // Violations come grouped by check, in check order.
+    for group in violations.chunk_by(|a, b| a.check == b.check) {
+        let mut listed = 0usize;
+        let mut more = 0usize;
+        for v in group {
+            if !seen.insert(v.message.as_str()) {
+                continue;
+            }
+            if listed == MAX_MESSAGES_PER_CHECK {
+                more += 1;
+                continue;
+            }
+            listed += 1;
+            if out.len() > start {
+                out.push_str(", ");
+            }
+            if v.message.len() > MAX_FINDING_BYTES {
+                let mut cut = v.message.clone();
+                crate::admission::truncate_text(&mut cut, MAX_FINDING_BYTES);
+                out.push_str(&cut);
+            } else {
+                out.push_str(&v.message);
+            }
+        }
+        if more > 0 {
+            let _ = write!(out, ", and {more} more {:?} findings", group[0].check);
         }
     }
-    format!(
-        "violates PodSecurity \"{level}:{version}\": {}",
-        messages.join(", ")
-    )
+    crate::admission::truncate_text(&mut out, MAX_SUMMARY_BYTES);
+    out
 }

@@ -133,6 +133,12 @@ pub trait Rule: std::fmt::Debug + Send + Sync {
     /// Validation findings for this request.
     fn validate(&self, _ctx: &Ctx<'_>, _out: &mut Vec<Finding>) {}
 
+    /// The estimated worst-case cost of user-written expressions in the rule (`cel::cost`);
+    /// 0 for the built-in rules, which are linear in the object.
+    fn estimated_cost(&self) -> f64 {
+        0.0
+    }
+
     /// Where in the object this rule writes for this request (a JSON pointer; "" is the whole
     /// object), or None when it has nothing to write here.
     fn mutation_root(&self, _ctx: &Ctx<'_>) -> Option<&'static str> {
@@ -236,9 +242,24 @@ impl CompiledRule {
         })
     }
 
+    /// A rule of a kind this crate does not define, for a program that embeds the engine
+    /// (and for tests of how the server copes with a misbehaving rule).
+    pub fn custom(name: &str, kind: &'static str, rule: Box<dyn Rule>) -> CompiledRule {
+        CompiledRule {
+            name: name.into(),
+            kind,
+            rule,
+        }
+    }
+
     /// The rule kind's name as written in a policy (`dependsOn`, `mutate`, …).
     pub fn kind_name(&self) -> &'static str {
         self.kind
+    }
+
+    /// See [`Rule::estimated_cost`].
+    pub fn estimated_cost(&self) -> f64 {
+        self.rule.estimated_cost()
     }
 
     /// The (group, kind) pairs the rule can act on; `None` for any object.

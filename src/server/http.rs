@@ -2,7 +2,7 @@
 //! socket, so tests drive it with `tower::ServiceExt::oneshot`.
 
 use crate::engine::Mode;
-use crate::metrics::{BadRequest, Decision, Metrics, Webhook};
+use crate::metrics::{BadRequest, Decision, Limit, Metrics, Webhook};
 use crate::policy::model::OperationName;
 use crate::state::Snapshot;
 use arc_swap::ArcSwap;
@@ -41,7 +41,55 @@ pub struct AppState {
     pub max_body: usize,
     /// Confirms missing dependencies against the API server before reporting them.
     pub live: Option<Arc<dyn crate::live::LiveLookup>>,
+    /// Slots for evaluations run off the async workers (policies with costly expressions): one
+    /// per core, so runaway evaluations cannot take more than the cores, and the async workers
+    /// stay free to answer everything else.
+    pub evaluations: Arc<tokio::sync::Semaphore>,
+    /// Reviews being read or evaluated at once (`--max-requests-in-flight`): past it, 503.
+    /// Bounds the memory held in bodies (at most this many × `max_body`).
+    pub in_flight: tokio::sync::Semaphore,
+    /// Connections the webhook port serves at once (`--max-connections`); more are closed as
+    /// they are accepted.
+    pub max_connections: usize,
+    /// An HTTP/2 connection with no request for this long is closed with GOAWAY
+    /// (`--idle-timeout`; HTTP/1.1 keep-alive connections wait 30 s for their next request).
+    pub idle_timeout: Duration,
+    /// How long a connection may take to send a request's headers, and an HTTP/1.1 keep-alive
+    /// connection may wait for its next request (`--header-timeout`; slow-loris).
+    pub header_timeout: Duration,
+    /// How long a write may wait on a client that does not read (`--write-timeout`): the
+    /// connection is closed, with what it held.
+    pub write_timeout: Duration,
+    /// Time a new connection has to complete its TLS handshake (`--tls-handshake-timeout`).
+    pub handshake_timeout: Duration,
 }
+
+/// Default of `--header-timeout`.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `--write-timeout`.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default of `--max-connections`.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Default of `--idle-timeout`.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default of `--max-requests-in-flight`: 128 reviews of at most 3 MiB is under 400 MiB of
+/// bodies, and far more than an API server sends one replica at once.
+pub const MAX_IN_FLIGHT: usize = 128;
+
+/// How much of a body the server reads and throws away before an early answer (404, 405,
+/// 413, 503), and for how long: a client still sending when the answer comes may lose it (an
+/// HTTP/1.1 client sees a broken pipe, curl over HTTP/2 a reset stream).
+pub const DISCARD_LIMIT: usize = 8 * 1024 * 1024;
+pub const DISCARD_TIME: Duration = Duration::from_secs(2);
+
+/// Policy sets whose costliest expression is estimated above this many units (`cel::cost`)
+/// are evaluated on the blocking pool, with the review's deadline; the rest on the async
+/// worker that read the request. Expressions without loops over the review (native string
+/// and list functions only) stay under it, as do the built-in rules (linear in a body of at
+/// most 3 MiB); any `all`/`exists`/`map` over a list of the review is over it.
+pub const INLINE_COST: f64 = 1e6;
 
 impl AppState {
     pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> AppState {
@@ -57,6 +105,15 @@ impl AppState {
             failure: FailureMode::Deny,
             max_body: MAX_BODY,
             live: None,
+            evaluations: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            max_connections: MAX_CONNECTIONS,
+            idle_timeout: IDLE_TIMEOUT,
+            header_timeout: HEADER_TIMEOUT,
+            write_timeout: WRITE_TIMEOUT,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -92,14 +149,47 @@ pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// Reads and drops what is left of a body, at most [`DISCARD_LIMIT`] bytes within
+/// [`DISCARD_TIME`], so that an answer given before the body was read reaches a client still
+/// sending it. Returns whether the body was read to its end.
+async fn discard(mut body: Body) -> bool {
+    let mut left = DISCARD_LIMIT;
+    let reading = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(data) = frame.data_ref() {
+                if data.len() > left {
+                    return false;
+                }
+                left -= data.len();
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DISCARD_TIME, reading)
+        .await
+        .unwrap_or(false)
+}
+
+/// An early answer: the body is discarded first; over HTTP/1.1, when it could not be read to
+/// its end, the answer says the connection closes (it does).
+async fn early(version: Version, body: Body, mut resp: Response) -> Response {
+    if !discard(body).await && version <= Version::HTTP_11 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 async fn not_found(req: Request) -> Response {
-    error(
+    let resp = error(
         StatusCode::NOT_FOUND,
         format!(
             "no route for {}; use /validate, /mutate, /healthz or /readyz",
             req.uri().path()
         ),
-    )
+    );
+    early(req.version(), req.into_body(), resp).await
 }
 
 async fn method_not_allowed(req: Request) -> Response {
@@ -117,7 +207,7 @@ async fn method_not_allowed(req: Request) -> Response {
     );
     resp.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allowed));
-    resp
+    early(req.version(), req.into_body(), resp).await
 }
 
 async fn healthz() -> &'static str {
@@ -156,7 +246,54 @@ fn not_ready(s: &AppState, mode: Mode, body: &[u8]) -> Response {
         }
     };
     let why = "fluxadmit is not ready (cluster view not synced)";
-    let verdict = match (mode, s.failure) {
+    let verdict = failure_verdict(s, mode, why);
+    let decision = if verdict.allowed {
+        Decision::Unchecked
+    } else {
+        Decision::Denied
+    };
+    s.metrics.admission(webhook(mode), decision, None);
+    tracing::info!(
+        uid = %req.uid, kind = %req.kind, namespace = %req.namespace, name = %req.name,
+        operation = ?req.operation, dry_run = req.dry_run, webhook = %webhook(mode),
+        decision = %decision, reason = %why, "admission"
+    );
+    json_response(crate::admission::answer_json(&req, &verdict))
+}
+
+/// The review was read but evaluation stopped (a deadline, no free slot, a panic): answer it
+/// per the failure mode, counted under its limit.
+fn unfinished(s: &AppState, mode: Mode, uid: &str, limit: Limit, start: Instant) -> Response {
+    let why = match limit {
+        Limit::RulePanic => "fluxadmit failed evaluating this object (a rule panicked)",
+        Limit::EvaluationBusy => "fluxadmit had no free evaluation slot within the review's budget",
+        _ => "fluxadmit's policy evaluation ran past the review's budget",
+    };
+    s.metrics.limit_tripped(limit);
+    let verdict = failure_verdict(s, mode, why);
+    let decision = if verdict.allowed {
+        Decision::Unchecked
+    } else {
+        Decision::Denied
+    };
+    s.metrics
+        .admission(webhook(mode), decision, Some(start.elapsed().as_secs_f64()));
+    tracing::warn!(uid = %uid, webhook = %webhook(mode), decision = %decision, limit = limit.as_str(), reason = %why, "admission");
+    json_response(crate::admission::answer_json_for(uid, &verdict))
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The verdict when no decision could be made, per the failure mode.
+fn failure_verdict(s: &AppState, mode: Mode, why: &str) -> crate::admission::Verdict {
+    match (mode, s.failure) {
         // The workload mutation is a default, never a gate: unready, admit unchanged. A
         // denial here would stop every pod in scope from being created.
         (Mode::Mutate, _) => crate::admission::Verdict {
@@ -174,25 +311,7 @@ fn not_ready(s: &AppState, mode: Mode, body: &[u8]) -> Response {
             message: format!("{why}: retry shortly"),
             ..Default::default()
         },
-    };
-    let decision = if verdict.allowed {
-        Decision::Unchecked
-    } else {
-        Decision::Denied
-    };
-    s.metrics.admission(webhook(mode), decision, None);
-    tracing::info!(
-        uid = %req.uid, kind = %req.kind, namespace = %req.namespace, name = %req.name,
-        operation = ?req.operation, dry_run = req.dry_run, webhook = %webhook(mode),
-        decision = %decision, reason = %why, "admission"
-    );
-    let body = crate::admission::answer_json(&req, &verdict);
-    let mut resp = Response::new(Body::from(body));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+    }
 }
 
 fn webhook(mode: Mode) -> Webhook {
@@ -200,6 +319,14 @@ fn webhook(mode: Mode) -> Webhook {
         Mode::Validate => Webhook::Validate,
         Mode::Mutate => Webhook::Mutate,
     }
+}
+
+/// Whether a body read failed because the client reset its HTTP/2 stream.
+fn reset_by_client(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<h2::Error>()
+            .is_some_and(|h2| h2.is_remote() && h2.is_reset())
+    })
 }
 
 fn bad(
@@ -215,21 +342,35 @@ fn bad(
 async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
     let start = Instant::now();
     let m = &s.metrics;
+    let version = req.version();
+    let Ok(_slot) = s.in_flight.try_acquire() else {
+        m.limit_tripped(Limit::InFlight);
+        let resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many reviews in flight; retry (the API server's failurePolicy applies)",
+        );
+        return early(version, req.into_body(), resp).await;
+    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > s.max_body) {
-        return bad(
+    let too_large = || {
+        bad(
             m,
             BadRequest::TooLarge,
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body over the {} byte limit", s.max_body),
-        );
+        )
+    };
+    if declared.is_some_and(|n| n > s.max_body) {
+        return early(version, req.into_body(), too_large()).await;
     }
-    let body = Limited::new(req.into_body(), s.max_body);
-    let bytes = match tokio::time::timeout(s.budget, body.collect()).await {
+    // Limited over a borrow: past the limit, the rest of the body is still here to discard.
+    let mut body = req.into_body();
+    let limited = Limited::new(&mut body, s.max_body);
+    let bytes = match tokio::time::timeout(s.budget, limited.collect()).await {
         Err(_) => {
             return bad(
                 m,
@@ -242,17 +383,17 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
             );
         }
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return bad(
-                m,
-                BadRequest::TooLarge,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body over the {} byte limit", s.max_body),
-            );
+            return early(version, body, too_large()).await;
         }
         Ok(Err(e)) => {
+            let reason = if reset_by_client(&*e) {
+                BadRequest::Cancelled
+            } else {
+                BadRequest::Read
+            };
             return bad(
                 m,
-                BadRequest::Read,
+                reason,
                 StatusCode::BAD_REQUEST,
                 format!("cannot read body: {e}"),
             );
@@ -279,7 +420,25 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
             extra = crate::live::confirm(live.as_ref(), &missing, left).await;
         }
     }
-    let answer = snap.answer(mode, request, extra.as_ref());
+    // The uid answers the review if evaluation does not: a panic or a deadline takes the
+    // request with it.
+    let uid = request.uid.clone();
+    let costly = crate::engine::costly_match(&request, &snap.policies, &snap.view, INLINE_COST);
+    let answer = if costly {
+        let left = s.budget.saturating_sub(start.elapsed());
+        let snap = arc_swap::Guard::into_inner(snap);
+        match off_runtime(&s, snap, mode, request, extra, left).await {
+            Ok(a) => a,
+            Err(limit) => return unfinished(&s, mode, &uid, limit, start),
+        }
+    } else {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            snap.answer(mode, request, extra.as_ref())
+        })) {
+            Ok(a) => a,
+            Err(_) => return unfinished(&s, mode, &uid, Limit::RulePanic, start),
+        }
+    };
     let elapsed = start.elapsed();
     let r = &answer.request;
     let v = &answer.outcome.verdict;
@@ -342,12 +501,37 @@ async fn review(s: Arc<AppState>, mode: Mode, req: Request) -> Response {
             decision_line!(debug);
         }
     }
-    let mut resp = Response::new(Body::from(answer.body));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+    json_response(answer.body)
+}
+
+/// Evaluates on the blocking pool, in one of the evaluation slots, within `left`. When time
+/// runs out the review is answered without waiting: the evaluation finishes on its thread
+/// (its cost was bounded at load, `cel::cost`) and keeps its slot until then.
+async fn off_runtime(
+    s: &AppState,
+    snap: Arc<Snapshot>,
+    mode: Mode,
+    request: crate::admission::Request,
+    extra: Option<crate::cluster::ClusterView>,
+    left: Duration,
+) -> Result<crate::state::Answer, Limit> {
+    let deadline = tokio::time::Instant::now() + left;
+    let permit =
+        match tokio::time::timeout_at(deadline, s.evaluations.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(Limit::EvaluationBusy),
+        };
+    let task = tokio::task::spawn_blocking(move || {
+        let _slot = permit;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            snap.answer(mode, request, extra.as_ref())
+        }))
+    });
+    match tokio::time::timeout_at(deadline, task).await {
+        Err(_) => Err(Limit::EvaluationDeadline),
+        Ok(Ok(Ok(answer))) => Ok(answer),
+        Ok(_) => Err(Limit::RulePanic),
+    }
 }
 
 /// One decision, as its log line shows it.
@@ -598,6 +782,139 @@ mod tests {
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// A rule that panics on one object name, as a bug in a rule would. Its cost decides
+    /// where it runs: inline, or on the blocking pool (over [`INLINE_COST`]).
+    #[derive(Debug)]
+    struct Panics(f64);
+
+    impl crate::rules::Rule for Panics {
+        fn estimated_cost(&self) -> f64 {
+            self.0
+        }
+
+        fn validate(&self, ctx: &crate::rules::Ctx<'_>, _out: &mut Vec<crate::rules::Finding>) {
+            if ctx.req.name == "boom" {
+                panic!("a bug in a rule");
+            }
+        }
+    }
+
+    /// A policy on Deployments whose one rule is `rule`.
+    fn state_with_rule(rule: Box<dyn crate::rules::Rule>, failure: FailureMode) -> Arc<AppState> {
+        let mut set = crate::policy::load::compile_yaml(
+            "p.yaml",
+            "apiVersion: fluxadmit.io/v1alpha1\nkind: DeploymentPolicy\nmetadata: {name: p}\n\
+             spec:\n  match: {resources: [{apiGroups: [apps], kinds: [Deployment]}]}\n  \
+             rules: [{name: r, expression: {expression: 'true', message: m}}]\n",
+        )
+        .unwrap();
+        let policies = std::sync::Arc::get_mut(&mut set.policies).unwrap();
+        policies[0].rules = vec![crate::rules::CompiledRule::custom("r", "test", rule)];
+        let snap = Snapshot {
+            policies: set,
+            view: Default::default(),
+        };
+        let mut st = AppState::new(snap, Arc::new(Metrics::new()));
+        st.failure = failure;
+        Arc::new(st)
+    }
+
+    fn deployment_review(uid: &str, name: &str) -> String {
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": uid, "operation": "CREATE", "userInfo": {"username": "someone"},
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "namespace": "apps", "name": name,
+                "object": {"apiVersion": "apps/v1", "kind": "Deployment",
+                           "metadata": {"name": name, "namespace": "apps"}}
+            }
+        })
+        .to_string()
+    }
+
+    async fn post_owned(state: Arc<AppState>, body: String) -> (StatusCode, serde_json::Value) {
+        let req = axum::http::Request::post("/validate")
+            .body(Body::from(body))
+            .unwrap();
+        let resp = app(state).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn expression_policy(expression: &str) -> crate::policy::PolicySet {
+        crate::policy::load::compile_yaml(
+            "p.yaml",
+            &format!(
+                "apiVersion: fluxadmit.io/v1alpha1\nkind: DeploymentPolicy\nmetadata: {{name: p}}\n\
+                 spec:\n  match: {{resources: [{{apiGroups: [apps], kinds: [Deployment]}}]}}\n  \
+                 rules: [{{name: r, expression: {{expression: \"{expression}\", message: m}}}}]\n"
+            ),
+        )
+        .unwrap()
+    }
+
+    /// Expressions without a loop over the review are evaluated where the request was read
+    /// (no hand-off per review); one with such a loop goes to the blocking pool.
+    #[test]
+    fn only_policies_with_loops_over_the_review_leave_the_async_workers() {
+        for inline in [
+            "object.metadata.name.size() < 64 && has(object.spec.template)",
+            "object.metadata.name.matches('^[a-z-]+$') && !object.metadata.name.contains('x')",
+        ] {
+            let cost = expression_policy(inline).max_estimated_cost();
+            assert!(cost <= INLINE_COST, "{inline}: {cost:e}");
+        }
+        let looped = "object.spec.template.spec.containers.all(c, c.name != '')";
+        let cost = expression_policy(looped).max_estimated_cost();
+        assert!(cost > INLINE_COST, "{looped}: {cost:e}");
+        assert_eq!(
+            crate::policy::load::compile_yaml("b", "").map(|p| p.max_estimated_cost()),
+            Ok(0.0)
+        );
+    }
+
+    /// A panic in a rule answers that one review per the failure mode, is counted, and the
+    /// next review is judged as usual.
+    #[tokio::test]
+    async fn a_panicking_rule_answers_its_review_per_the_failure_mode() {
+        for (failure, cost) in [
+            (FailureMode::Deny, 0.0),
+            (FailureMode::Allow, 0.0),
+            (FailureMode::Deny, INLINE_COST * 10.0),
+            (FailureMode::Allow, INLINE_COST * 10.0),
+        ] {
+            let st = state_with_rule(Box::new(Panics(cost)), failure);
+            let (code, v) = post_owned(st.clone(), deployment_review("u-boom", "boom")).await;
+            assert_eq!(code, StatusCode::OK);
+            assert_eq!(v["response"]["uid"], "u-boom");
+            let r = &v["response"];
+            match failure {
+                FailureMode::Deny => {
+                    assert_eq!(r["allowed"], false, "{v}");
+                    let msg = r["status"]["message"].as_str().unwrap();
+                    assert!(msg.contains("a rule panicked"), "{msg}");
+                }
+                FailureMode::Allow => {
+                    assert_eq!(r["allowed"], true, "{v}");
+                    let w = r["warnings"][0].as_str().unwrap();
+                    assert!(w.contains("a rule panicked"), "{w}");
+                }
+            }
+            let text = st.metrics.encode();
+            assert!(
+                text.contains("fluxadmit_limits_tripped_total{limit=\"rule_panic\"} 1"),
+                "{text}"
+            );
+            let (code, v) = post_owned(st.clone(), deployment_review("u-fine", "fine")).await;
+            assert_eq!(code, StatusCode::OK);
+            assert_eq!(v["response"]["uid"], "u-fine");
+            assert_eq!(v["response"]["allowed"], true, "{v}");
+        }
     }
 
     #[tokio::test]

@@ -199,7 +199,11 @@ pub struct Setup {
     budget: Option<Duration>,
     drain: Duration,
     close_timeout: Duration,
+    configure: Option<Configure>,
 }
+
+/// A change to the server's state before it starts.
+type Configure = Box<dyn FnOnce(&mut AppState)>;
 
 impl Setup {
     pub fn new(policies: &str) -> Setup {
@@ -209,7 +213,15 @@ impl Setup {
             budget: None,
             drain: Duration::from_millis(50),
             close_timeout: Duration::from_secs(2),
+            configure: None,
         }
+    }
+
+    /// Changes the server's state before it starts (limits, failure mode).
+    #[allow(dead_code)]
+    pub fn configure(mut self, f: impl FnOnce(&mut AppState) + 'static) -> Setup {
+        self.configure = Some(Box::new(f));
+        self
     }
 
     /// Adds an object to the cluster view (it must be a kind the view tracks).
@@ -246,6 +258,9 @@ impl Setup {
         let mut state = AppState::new(Snapshot { policies, view }, metrics);
         if let Some(b) = self.budget {
             state.budget = b;
+        }
+        if let Some(f) = self.configure {
+            f(&mut state);
         }
         let state = Arc::new(state);
         let files = Arc::new(CertFiles::load(certs.cert_path(), certs.key_path()).unwrap());
@@ -750,3 +765,189 @@ pub async fn terminate(
         .unwrap();
     (status, logs)
 }
+
+// ---------------------------------------------------------------------------------------------
+// The built binary on repositories written in temp dirs (`fluxadmit check`, `graph`).
+
+/// Writes `text` to `root/rel`, making the directories it needs.
+pub fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// The path of the example policy `pod-security-baseline.yaml`, for `--policies`.
+pub fn baseline_policy() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("policies/examples/pod-security-baseline.yaml")
+        .display()
+        .to_string()
+}
+
+/// The first of `tools` on PATH (in the order given), for a test that needs one of them.
+/// Under CI, which installs them, their absence fails the test; elsewhere the test says so
+/// and the caller returns, passing.
+pub fn tool_on_path(tools: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = tools.iter().find_map(|b| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(b))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let names = tools.join(" or ");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but no {names} is on PATH"
+        );
+        eprintln!("no {names} on PATH: test not run");
+    }
+    found
+}
+
+/// A kustomize: `kustomize` or `kubectl` on PATH (see [`tool_on_path`]).
+pub fn kustomize() -> Option<PathBuf> {
+    tool_on_path(&["kustomize", "kubectl"])
+}
+
+/// helm on PATH (see [`tool_on_path`]).
+pub fn helm() -> Option<PathBuf> {
+    tool_on_path(&["helm"])
+}
+
+/// How a run of a command ended and what it wrote.
+pub struct Out {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// stdout followed by stderr.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// The built `fluxadmit`, to run in `cwd`.
+pub fn fluxadmit(cwd: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fluxadmit"));
+    cmd.current_dir(cwd);
+    cmd
+}
+
+/// Runs `cmd` to its end: `stdin` written to its standard input (None: none at all), its
+/// output collected.
+pub fn output(cmd: &mut std::process::Command, stdin: Option<&str>) -> Out {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let input = if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let mut child = cmd
+        .stdin(input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(s) = stdin {
+        // Dropped after the write: the child reads to the end.
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `fluxadmit ARGS` in `cwd`, with `env` added to the test's environment.
+pub fn run_in(cwd: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Out {
+    output(fluxadmit(cwd).args(args).envs(env.iter().copied()), stdin)
+}
+
+/// `fluxadmit check ARGS` in `cwd`: the exit code, and stdout followed by stderr.
+pub fn check(cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = output(fluxadmit(cwd).arg("check").args(args), None);
+    (out.code, out.text())
+}
+
+/// A child process killed when dropped: a test that fails midway leaves no server running.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `fluxadmit serve` child on free loopback ports, generating its certificates in
+/// `dir/certs`, with `args` added; returned once it answers over TLS. It inherits none of the
+/// `FLUXADMIT_*` settings (nor `NO_COLOR`) of the environment the tests run in.
+pub struct Served {
+    pub child: Reaped,
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// The generated CA (PEM).
+    pub ca: String,
+}
+
+pub async fn serve_child(dir: &Path, args: &[&str]) -> Served {
+    let [port, mport] = free_ports::<2>();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fluxadmit"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("FLUXADMIT_") {
+            cmd.env_remove(k);
+        }
+    }
+    let child = cmd
+        .arg("serve")
+        .args(args)
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-addr", &format!("127.0.0.1:{mport}")])
+        .arg("--cert-dir")
+        .arg(dir.join("certs"))
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Reaped(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ca = loop {
+        if let Ok(ca) = std::fs::read_to_string(dir.join("certs/ca.crt"))
+            && connect(addr, &ca, &[b"http/1.1"]).await.is_ok()
+        {
+            break ca;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    Served {
+        child,
+        addr,
+        metrics_addr: format!("127.0.0.1:{mport}").parse().unwrap(),
+        ca,
+    }
+}
+
+/// One Enforce policy: Deployments need a `team` label (the servers of the limit tests).
+pub const REQUIRE_TEAM: &str = r#"
+apiVersion: fluxadmit.io/v1alpha1
+kind: DeploymentPolicy
+metadata: {name: require-team}
+spec:
+  match: {resources: [{apiGroups: ["apps"], kinds: ["Deployment"]}]}
+  rules:
+    - name: team-label
+      requiredLabels: {labels: [team]}
+"#;

@@ -51,6 +51,7 @@ fn build(dialect: Dialect) -> Result<Env, DeclarationError> {
     if dialect == Dialect::Policy {
         env.add_extension(extensions::lists)?;
         env.add_extension(extensions::math)?;
+        super::runtime::declare(&mut env)?;
     }
     Ok(env)
 }

@@ -11,6 +11,7 @@ use super::check::{self, Ty};
 use super::env::{self, Dialect};
 use super::json;
 use super::limits::{self, INLINE_EVAL_DEPTH, MAX_AST_DEPTH};
+use super::runtime;
 
 /// The variables of a Flux readyExpr.
 const READY_VARS: &[&str] = &["self", "dep"];
@@ -21,7 +22,7 @@ const READY_VARS: &[&str] = &["self", "dep"];
 /// (`dep.status.ready` fails, `dep.status.ready == true` passes).
 pub fn compile_ready_expr(src: &str) -> Result<Program, CelError> {
     let env = env::env(Dialect::Flux).map_err(CelError::at_start)?;
-    compile(src, &env, Dialect::Flux, READY_VARS, true).map(|(program, _)| program)
+    compile(src, &env, Dialect::Flux, READY_VARS, true).map(|(program, ..)| program)
 }
 
 /// Evaluates a readyExpr compiled by [`compile_ready_expr`] with `self` and
@@ -40,17 +41,31 @@ pub fn eval_ready_expr(
         ));
     }
     let vars = [("self", self_obj), ("dep", dep)];
-    evaluate(&env, program, depth, READY_VARS, &vars, as_bool)
+    let run = Run {
+        env: &env,
+        expr: program.expression(),
+        depth,
+        budget: None,
+        shapes: &[],
+    };
+    run.evaluate(READY_VARS, &vars, as_bool)
 }
 
 /// A policy expression (like a ValidatingAdmissionPolicy's), compiled once at
 /// policy load and evaluated per request.
 pub struct Expression {
     source: String,
-    program: Program,
+    /// The program's AST with its loops metered (`cel::runtime`): what is evaluated.
+    metered: IdedExpr,
+    /// The AST as parsed, to check the metered one gives the same answers.
+    #[cfg(test)]
+    plain: IdedExpr,
     env: Arc<Env>,
     vars: Vec<String>,
+    /// What the expression reads of each of `vars`.
+    shapes: Vec<json::Shape>,
     depth: usize,
+    cost: f64,
 }
 
 impl std::fmt::Debug for Expression {
@@ -68,21 +83,52 @@ impl Expression {
     /// The standard library plus the strings, sets, encoders, lists and math
     /// extensions and optionals are available.
     pub fn compile(src: &str, vars: &[&str], want_bool: bool) -> Result<Expression, CelError> {
+        Self::compile_under(src, vars, want_bool, super::cost::limit())
+    }
+
+    /// Compiles as [`Expression::compile`] does, refusing an estimated cost over `limit`.
+    pub(super) fn compile_under(
+        src: &str,
+        vars: &[&str],
+        want_bool: bool,
+        limit: f64,
+    ) -> Result<Expression, CelError> {
         let env = env::env(Dialect::Policy).map_err(CelError::at_start)?;
-        let (program, depth) = compile(src, &env, Dialect::Policy, vars, want_bool)?;
+        let (program, _, metered) = compile(src, &env, Dialect::Policy, vars, want_bool)?;
+        let metered = metered.unwrap_or_else(|| program.expression().clone());
+        // Each loop's range sits one level deeper in the metered AST.
+        let depth = limits::ast_depth(&metered);
+        let cost = super::cost::estimate(program.expression());
+        if cost > limit {
+            return Err(CelError::at_start(format!(
+                "estimated worst-case cost {cost:.1e} is over the limit of {limit:.1e}: on the \
+                 largest review (3 MiB) a loop inside a loop over lists of the object, or a very \
+                 long lists.range(), could run for minutes; compare within one element's parts, \
+                 or bound the inner list (e.g. a literal list)"
+            )));
+        }
         // Only the variables the expression refers to are converted and bound per evaluation.
         let refs = program.references();
-        let vars = vars
+        let vars: Vec<String> = vars
             .iter()
             .filter(|v| refs.has_variable(v))
             .map(|v| v.to_string())
             .collect();
+        // And of each, only the parts it reads.
+        let shapes = vars
+            .iter()
+            .map(|v| json::Shape::of(program.expression(), v))
+            .collect();
         Ok(Expression {
             source: src.to_string(),
-            program,
+            #[cfg(test)]
+            plain: program.expression().clone(),
+            metered,
             env,
             vars,
+            shapes,
             depth,
+            cost,
         })
     }
 
@@ -90,6 +136,11 @@ impl Expression {
     /// given: it is neither converted nor bound).
     pub fn uses(&self, name: &str) -> bool {
         self.vars.iter().any(|v| v == name)
+    }
+
+    /// The estimated worst-case cost (`cel::cost`), at most the limit it was compiled under.
+    pub fn estimated_cost(&self) -> f64 {
+        self.cost
     }
 
     pub fn source(&self) -> &str {
@@ -101,30 +152,52 @@ impl Expression {
     /// `oldObject` on CREATE). A missing field (`object.spec.x` when absent)
     /// is an error: guard it with `has()`.
     pub fn eval_bool(&self, vars: &[(&str, &JsonValue)]) -> Result<bool, String> {
-        evaluate(
-            &self.env,
-            &self.program,
-            self.depth,
-            &self.vars,
-            vars,
-            as_bool,
-        )
+        self.run().evaluate(&self.vars, vars, as_bool)
+    }
+
+    /// Evaluates as [`Expression::eval_bool`] does, under a runtime cost limit of `budget`.
+    #[cfg(test)]
+    pub(super) fn eval_bool_within(
+        &self,
+        budget: u64,
+        vars: &[(&str, &JsonValue)],
+    ) -> Result<bool, String> {
+        let run = Run {
+            budget: Some(budget),
+            ..self.run()
+        };
+        run.evaluate(&self.vars, vars, as_bool)
+    }
+
+    /// Evaluates the AST as parsed, without metering, every variable converted whole.
+    #[cfg(test)]
+    pub(super) fn eval_bool_unmetered(&self, vars: &[(&str, &JsonValue)]) -> Result<bool, String> {
+        let run = Run {
+            expr: &self.plain,
+            budget: None,
+            shapes: &[],
+            ..self.run()
+        };
+        run.evaluate(&self.vars, vars, as_bool)
+    }
+
+    fn run(&self) -> Run<'_> {
+        Run {
+            env: &self.env,
+            expr: &self.metered,
+            depth: self.depth,
+            budget: Some(runtime::limit()),
+            shapes: &self.shapes,
+        }
     }
 
     /// Evaluates to a `string` (e.g. a message expression), as
     /// [`Expression::eval_bool`] does.
     pub fn eval_string(&self, vars: &[(&str, &JsonValue)]) -> Result<String, String> {
-        evaluate(
-            &self.env,
-            &self.program,
-            self.depth,
-            &self.vars,
-            vars,
-            |value| match value {
-                Value::String(s) => Ok(s.to_string()),
-                other => Err(format!("expected a string result, got {}", other.type_of())),
-            },
-        )
+        self.run().evaluate(&self.vars, vars, |value| match value {
+            Value::String(s) => Ok(s.to_string()),
+            other => Err(format!("expected a string result, got {}", other.type_of())),
+        })
     }
 }
 
@@ -135,14 +208,15 @@ fn as_bool(value: Value) -> Result<bool, String> {
     }
 }
 
-/// Bounds, parses and type-checks `src`; the program and its AST depth.
+/// Bounds, parses and type-checks `src`; the program, its AST depth, and for a policy
+/// expression its AST with the loops metered (made here, on the big stack).
 fn compile(
     src: &str,
     env: &Env,
     dialect: Dialect,
     vars: &[&str],
     want_bool: bool,
-) -> Result<(Program, usize), CelError> {
+) -> Result<(Program, usize, Option<IdedExpr>), CelError> {
     limits::check_source(src)?;
     limits::on_big_stack(|| {
         let program = env.compile(src).map_err(|e| parse_error(src, &e))?;
@@ -169,7 +243,8 @@ fn compile(
                 format!("output type mismatch: expected bool, got {}", ty.name()),
             ));
         }
-        Ok((program, depth))
+        let metered = (dialect == Dialect::Policy).then(|| runtime::instrument(root));
+        Ok((program, depth, metered))
     })
     .map_err(CelError::at_start)?
 }
@@ -215,36 +290,55 @@ fn parse_error(src: &str, errors: &ParseErrors) -> CelError {
     CelError::at_offset(src, offset, message)
 }
 
-/// Evaluates `program` with `vars` bound (declared but missing ones `null`),
-/// then `convert`s the result: on this thread if the AST is shallow, else on a
-/// big-stack thread.
-fn evaluate<T: Send>(
-    env: &Arc<Env>,
-    program: &Program,
+/// What is evaluated: an AST in its environment.
+struct Run<'a> {
+    env: &'a Arc<Env>,
+    expr: &'a IdedExpr,
     depth: usize,
-    declared: &[impl AsRef<str> + Sync],
-    vars: &[(&str, &JsonValue)],
-    convert: fn(Value) -> Result<T, String>,
-) -> Result<T, String> {
-    let run = || {
-        let mut context = Context::with_env(Arc::clone(env));
-        for name in declared {
-            let name = name.as_ref();
-            if !vars.iter().any(|(given, _)| *given == name) {
-                context.add_variable_as_val(name, Box::new(CelNull));
+    /// The runtime cost limit, for an `expr` whose loops are metered.
+    budget: Option<u64>,
+    /// What `expr` reads of each declared variable, in order; a variable past the end is
+    /// converted whole.
+    shapes: &'a [json::Shape],
+}
+
+impl Run<'_> {
+    /// Evaluates with `vars` bound (declared but missing ones `null`), then `convert`s the
+    /// result: on this thread if the AST is shallow, else on a big-stack thread.
+    fn evaluate<T: Send>(
+        &self,
+        declared: &[impl AsRef<str> + Sync],
+        vars: &[(&str, &JsonValue)],
+        convert: fn(Value) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let run = || {
+            let mut context = Context::with_env(Arc::clone(self.env));
+            for name in declared {
+                let name = name.as_ref();
+                if !vars.iter().any(|(given, _)| *given == name) {
+                    context.add_variable_as_val(name, Box::new(CelNull));
+                }
             }
-        }
-        for (name, value) in vars {
-            if declared.iter().any(|d| d.as_ref() == *name) {
-                context.add_variable_as_val(*name, json::to_val(value)?);
+            for (name, value) in vars {
+                if let Some(at) = declared.iter().position(|d| d.as_ref() == *name) {
+                    let val = match self.shapes.get(at) {
+                        Some(shape) => json::to_val_shaped(value, shape)?,
+                        None => json::to_val(value)?,
+                    };
+                    context.add_variable_as_val(*name, val);
+                }
             }
+            let resolve = || context.resolve(self.expr).map_err(|e| e.to_string());
+            let value = match self.budget {
+                Some(budget) => runtime::metered(budget, resolve)?,
+                None => resolve()?,
+            };
+            convert(value)
+        };
+        if self.depth <= INLINE_EVAL_DEPTH {
+            limits::here(run)?
+        } else {
+            limits::on_big_stack(run)?
         }
-        let value = program.execute(&context).map_err(|e| e.to_string())?;
-        convert(value)
-    };
-    if depth <= INLINE_EVAL_DEPTH {
-        limits::here(run)?
-    } else {
-        limits::on_big_stack(run)?
     }
 }

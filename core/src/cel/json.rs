@@ -3,11 +3,15 @@
 
 use std::collections::HashMap;
 
+use ::cel::IdedExpr;
+use ::cel::common::ast::Expr;
 use ::cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
 };
 use ::cel::common::value::Val;
 use serde_json::Value as JsonValue;
+
+use super::limits::for_each_child;
 
 /// Deepest JSON accepted; serde_json's parser stops at 128 anyway.
 const MAX_JSON_DEPTH: usize = 128;
@@ -54,4 +58,108 @@ fn check_depth(depth: usize) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The parts of a variable an expression reads, found at compile time: the fields it selects
+/// (`object.spec.replicas` reads `spec.replicas`), as a tree. Only those parts are converted
+/// per evaluation, so a rule that reads two fields of a large object does not copy all of it.
+///
+/// A use of the variable other than a chain of field selections (`object == x`,
+/// `object['spec']`, `object.?spec`, a macro over it) reads it whole, and so does a chain that
+/// ends at a value used as a whole. An intermediate map of a pruned value is only ever
+/// selected into, where it answers as the full one would: the field is there, or it is missing
+/// in both (`has()` included).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct Shape {
+    /// Converted as it is, all of it.
+    whole: bool,
+    fields: Vec<(String, Shape)>,
+}
+
+impl Shape {
+    /// What the expression `root` reads of the variable `var`. Every identifier named `var` is
+    /// taken for it, a comprehension variable of that name included: that can only read more.
+    pub(super) fn of(root: &IdedExpr, var: &str) -> Shape {
+        let mut shape = Shape::default();
+        let mut stack = vec![root];
+        while let Some(expr) = stack.pop() {
+            if let Some(path) = selected_path(expr, var) {
+                shape.read(&path);
+            } else {
+                for_each_child(expr, |child| stack.push(child));
+            }
+        }
+        shape
+    }
+
+    /// Marks the value at `path` as read whole.
+    fn read(&mut self, path: &[&str]) {
+        let mut node = self;
+        for field in path {
+            if node.whole {
+                return;
+            }
+            let at = match node.fields.iter().position(|(f, _)| f == field) {
+                Some(at) => at,
+                None => {
+                    node.fields.push(((*field).to_string(), Shape::default()));
+                    node.fields.len() - 1
+                }
+            };
+            node = &mut node.fields[at].1;
+        }
+        node.whole = true;
+        node.fields.clear();
+    }
+}
+
+/// The fields selected from the variable `var` when `expr` is a chain of plain selections
+/// rooted at it (`var.a.b`, or `has(var.a.b)`); `None` otherwise.
+fn selected_path<'e>(expr: &'e IdedExpr, var: &str) -> Option<Vec<&'e str>> {
+    let mut path = Vec::new();
+    let mut at = expr;
+    loop {
+        match &at.expr {
+            Expr::Ident(name) if name == var => {
+                path.reverse();
+                return Some(path);
+            }
+            Expr::Select(select) => {
+                path.push(select.field.as_str());
+                at = &select.operand;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The parts of `value` that `shape` reads, as a CEL value.
+pub(super) fn to_val_shaped<'v>(
+    value: &'v JsonValue,
+    shape: &Shape,
+) -> Result<Box<dyn Val + 'v>, String> {
+    shaped(value, shape, 0)
+}
+
+fn shaped<'v>(
+    value: &'v JsonValue,
+    shape: &Shape,
+    depth: usize,
+) -> Result<Box<dyn Val + 'v>, String> {
+    match value {
+        JsonValue::Object(fields) if !shape.whole => {
+            check_depth(depth)?;
+            let mut map = HashMap::with_capacity(shape.fields.len());
+            for (name, part) in &shape.fields {
+                if let Some((key, field)) = fields.get_key_value(name) {
+                    map.insert(
+                        CelMapKey::from(key.as_str()),
+                        shaped(field, part, depth + 1)?,
+                    );
+                }
+            }
+            Ok(Box::new(CelMap::from(map)))
+        }
+        _ => convert(value, depth),
+    }
 }

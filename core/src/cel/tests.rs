@@ -274,7 +274,7 @@ fn unbounded_inputs_are_rejected_without_overflowing_the_stack() {
 #[test]
 fn deep_programs_evaluate_on_a_big_stack() {
     // ~300 levels: past the inline threshold, evaluated on the CEL thread.
-    let src = format!("object.n{} == 300", " + 1".repeat(300));
+    let src = format!("int(object.n){} == 300", " + 1".repeat(300));
     let e = Expression::compile(&src, &["object"], true).unwrap();
     assert_eq!(e.eval_bool(&[("object", &json!({"n": 0}))]), Ok(true));
     let deep_json = (0..200).fold(json!(1), |v, _| json!([v]));
@@ -325,4 +325,193 @@ fn only_referenced_variables_are_bound() {
         policy("object.metadata.name == 'a'").eval_bool(&[("object", &obj)]),
         Ok(true)
     );
+}
+
+fn items(n: usize) -> JsonValue {
+    json!({"items": (0..n).collect::<Vec<_>>()})
+}
+
+#[test]
+fn a_loop_is_charged_per_element_of_its_range() {
+    // `all` evaluates 7 nodes an element: `@not_strictly_false(@result)` and `@result && x >= 0`.
+    let e = policy("object.items.all(x, x >= 0)");
+    let eval = |n: usize, budget: u64| e.eval_bool_within(budget, &[("object", &items(n))]);
+    assert_eq!(eval(100, 700), Ok(true));
+    let err = eval(101, 700).unwrap_err();
+    assert!(
+        err.starts_with("runtime cost limit exceeded") && err.contains("--max-cel-runtime-cost"),
+        "{err}"
+    );
+    // An empty range costs as one element; a loop not reached costs nothing.
+    assert_eq!(eval(0, 7), Ok(true));
+    let guarded = policy("size(object.items) > 5 || object.items.all(x, x >= 0)");
+    assert_eq!(
+        guarded.eval_bool_within(1, &[("object", &items(1000))]),
+        Ok(true)
+    );
+}
+
+#[test]
+fn a_loop_inside_a_loop_stops_once_the_budget_is_spent() {
+    // The issue's quadratic expression: loaded only under a raised estimate limit, then
+    // stopped by the runtime limit long before its 64 million inner iterations.
+    let e = Expression::compile_under(
+        "object.items.all(c, object.items.exists_one(d, d == c))",
+        &["object"],
+        true,
+        f64::MAX,
+    )
+    .unwrap();
+    let object = items(8000);
+    let started = std::time::Instant::now();
+    let err = e
+        .eval_bool_within(1_000_000, &[("object", &object)])
+        .unwrap_err();
+    assert!(err.starts_with("runtime cost limit exceeded"), "{err}");
+    // A million nodes are a few hundred milliseconds even in a debug build; the whole
+    // evaluation would take minutes.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // Small enough, it runs to its answer.
+    assert_eq!(
+        e.eval_bool_within(1_000_000, &[("object", &items(50))]),
+        Ok(true)
+    );
+}
+
+#[test]
+fn a_trip_is_counted_and_the_next_evaluation_has_a_fresh_budget() {
+    let e = policy("object.items.all(x, x >= 0)");
+    let before = super::runtime_cost_trips();
+    assert!(e.eval_bool_within(10, &[("object", &items(100))]).is_err());
+    assert!(super::runtime_cost_trips() > before);
+    assert_eq!(
+        e.eval_bool_within(700, &[("object", &items(100))]),
+        Ok(true)
+    );
+    assert_eq!(
+        e.eval_bool_within(700, &[("object", &items(100))]),
+        Ok(true)
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    /// Metering changes no answer: every macro, nested, over lists and maps.
+    #[test]
+    fn metered_loops_give_the_answers_of_the_plain_ones(
+        outer in "(all|exists|exists_one)",
+        inner in "(map\\(y, y \\+ x\\)|filter\\(y, y > x\\)|map\\(y, y > x, y\\))",
+        test in "(size\\(v\\) > 1|v\\.exists\\(z, z == 3\\)|v\\.all\\(z, z < 4\\))",
+        xs in proptest::collection::vec(0i64..5, 0..6),
+    ) {
+        let src = format!(
+            "object.xs.{outer}(x, object.xs.{inner}.exists(w, true) || \
+             [object.xs.{inner}].{outer}(v, {test}))"
+        );
+        let e = Expression::compile_under(&src, &["object"], true, f64::MAX).unwrap();
+        let object = json!({"xs": xs});
+        let plain = e.eval_bool_unmetered(&[("object", &object)]);
+        prop_assert_eq!(e.eval_bool(&[("object", &object)]), plain.clone(), "{}", src);
+        prop_assert_eq!(e.eval_bool_within(u64::MAX, &[("object", &object)]), plain, "{}", src);
+    }
+}
+
+#[test]
+fn only_the_fields_an_expression_selects_are_converted() {
+    use super::json::Shape;
+    let shape = |src: &str| {
+        let env = super::env::env(super::env::Dialect::Policy).unwrap();
+        let program = env.compile(src).unwrap();
+        Shape::of(program.expression(), "object")
+    };
+    // Two fields of the object, and a list used whole.
+    let few =
+        shape("object.metadata.name != '' && has(object.spec.x) && object.spec.y.all(v, v > 0)");
+    assert_ne!(few, shape("object == oldObject"));
+    assert_eq!(
+        shape("object.spec.x == 1 && object.spec == {}"),
+        shape("object.spec.size() == 1")
+    );
+    // An index, an optional select or a bare use read what they are applied to whole.
+    assert_eq!(shape("object['spec'].x == 1"), shape("object == 1"));
+    assert_eq!(shape("object.?spec.hasValue()"), shape("object == 1"));
+    assert_eq!(shape("object.spec['x'] == 1"), shape("object.spec == 1"));
+
+    // Pruned, the object answers as the whole one does.
+    let object = json!({
+        "metadata": {"name": "web", "labels": {"a": "1"}},
+        "spec": {"x": 1, "y": [1, 2], "z": {"big": "x".repeat(1000)}},
+        "status": {"ready": true}
+    });
+    for src in [
+        "object.metadata.name != '' && has(object.spec.x) && object.spec.y.all(v, v > 0)",
+        "!has(object.spec.w) && has(object.status)",
+        "object.spec.x == 1 && size(object.spec) == 3",
+        "object.metadata.labels.a == '1'",
+    ] {
+        let e = policy(src);
+        assert_eq!(
+            e.eval_bool(&[("object", &object)]),
+            e.eval_bool_unmetered(&[("object", &object)]),
+            "{src}"
+        );
+        assert_eq!(e.eval_bool(&[("object", &object)]), Ok(true), "{src}");
+    }
+    // A missing intermediate field is the same error either way.
+    let e = policy("object.nope.x == 1");
+    assert_eq!(
+        e.eval_bool(&[("object", &object)]),
+        e.eval_bool_unmetered(&[("object", &object)])
+    );
+    assert!(e.eval_bool(&[("object", &object)]).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    /// Converting only the selected parts changes no answer, errors included.
+    #[test]
+    fn pruned_variables_give_the_answers_of_whole_ones(
+        uses in proptest::collection::vec(
+            "(has\\(object(\\.(a|b|c)){1,3}\\)|object(\\.(a|b|c)){0,3}( == 1| == \\{\\}| == \\[\\]| == 'a'| == null|\\.size\\(\\) > 1|\\['a'\\] == 1| == \\{'a': 1\\}))",
+            1..4,
+        ),
+        joins in proptest::collection::vec("( && | \\|\\| )", 3),
+        object in json_object(3),
+    ) {
+        let mut src = String::new();
+        for (i, u) in uses.iter().enumerate() {
+            if i > 0 {
+                src.push_str(&joins[i - 1]);
+            }
+            src.push_str(u);
+        }
+        let Ok(e) = Expression::compile(&src, &["object"], true) else {
+            return Ok(());
+        };
+        prop_assert_eq!(
+            e.eval_bool(&[("object", &object)]),
+            e.eval_bool_unmetered(&[("object", &object)]),
+            "{}", src
+        );
+    }
+}
+
+/// JSON objects with keys `a`, `b`, `c`, mostly of objects, up to `depth` deep.
+fn json_object(depth: u32) -> impl Strategy<Value = JsonValue> {
+    let leaf = prop_oneof![
+        Just(JsonValue::Null),
+        (0i64..3).prop_map(JsonValue::from),
+        "[a-z]{0,1}".prop_map(JsonValue::from),
+        Just(json!([])),
+        Just(json!({})),
+    ];
+    let tree = leaf.prop_recursive(depth, 32, 3, |inner| {
+        prop_oneof![
+            1 => proptest::collection::vec(inner.clone(), 0..3).prop_map(JsonValue::from),
+            4 => proptest::collection::btree_map("(a|b|c)", inner, 1..4)
+                .prop_map(|m| JsonValue::Object(m.into_iter().collect())),
+        ]
+    });
+    proptest::collection::btree_map("(a|b|c)", tree, 1..4)
+        .prop_map(|m| JsonValue::Object(m.into_iter().collect()))
 }

@@ -228,6 +228,49 @@ fn mermaid_and_dot_draw_install_order() {
     assert!(odd.to_mermaid().contains("n0[\"a#quot;b/c\\d\"]"));
 }
 
+/// A cycle is marked in both drawings: its nodes and edges red, the cycle named in a comment;
+/// an edge into the cycle from outside it is not red.
+#[test]
+fn mermaid_and_dot_mark_cycles() {
+    let g = Graph::new([
+        (k("a"), ks(&["b"])),
+        (k("b"), ks(&["a"])),
+        (k("c"), ks(&["a"])),
+    ]);
+    let mermaid = g.to_mermaid();
+    let want = "flowchart TD\n    %% cycle: flux-system/a → flux-system/b → flux-system/a\n    \
+                n0[\"flux-system/a\"]\n    n1[\"flux-system/b\"]\n    n2[\"flux-system/c\"]\n    \
+                n0 --> n1\n    n0 --> n2\n    n1 --> n0\n    \
+                classDef cycle stroke:#d00,stroke-width:3px,color:#d00\n    class n0,n1 cycle\n    \
+                linkStyle 0,2 stroke:#d00,stroke-width:3px\n";
+    assert_eq!(mermaid, want);
+    let dot = g.to_dot();
+    assert!(
+        dot.contains("    // cycle: flux-system/a → flux-system/b → flux-system/a\n"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("    \"flux-system/a\" [color=red, fontcolor=red, penwidth=2];\n"),
+        "{dot}"
+    );
+    assert!(dot.contains("    \"flux-system/c\";\n"), "{dot}");
+    assert!(
+        dot.contains("    \"flux-system/a\" -> \"flux-system/b\" [color=red, penwidth=2];\n"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("    \"flux-system/b\" -> \"flux-system/a\" [color=red, penwidth=2];\n"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("    \"flux-system/a\" -> \"flux-system/c\";\n"),
+        "{dot}"
+    );
+    // Without a cycle nothing is red.
+    let dag = Graph::new([(k("a"), ks(&["b"])), (k("b"), vec![])]);
+    assert!(!dag.to_mermaid().contains("cycle") && !dag.to_dot().contains("red"));
+}
+
 /// Random DAG: node i depends only on nodes j < i.
 fn dag() -> impl Strategy<Value = Vec<Vec<usize>>> {
     (1usize..30).prop_flat_map(|n| {

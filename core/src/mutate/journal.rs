@@ -99,46 +99,104 @@ impl<'a> Journal<'a> {
     /// it is now. One operation per outermost written place, in path order (so elements
     /// appended to a list come in index order); a place whose value ends as it began gets none.
     pub fn patch(&self, root: &Value) -> Vec<PatchOperation> {
-        let mut order: Vec<usize> = (0..self.writes.len()).collect();
-        // Stable: writes to the same place stay in the order they happened.
-        order.sort_by(|&a, &b| self.writes[a].path.cmp(&self.writes[b].path));
         let mut ops = Vec::new();
-        let mut i = 0;
-        while i < order.len() {
-            let top = &self.writes[order[i]].path;
-            // Every write at or below `top` (they sort right after it); the earliest of them
-            // tells what was there at first.
-            let mut first = order[i];
-            let mut j = i + 1;
-            while j < order.len() && self.writes[order[j]].path.starts_with(top) {
-                first = first.min(order[j]);
-                j += 1;
-            }
-            i = j;
-            let w = &self.writes[first];
-            let at_top = w.path.len() == top.len();
-            // A write below `top` means something was there to write into.
-            let existed = !at_top || w.old.is_some();
-            let path = pointer(top);
-            match (existed, get(root, top)) {
-                (true, Some(now)) => {
-                    if !(at_top && w.old.as_ref() == Some(now)) {
-                        ops.push(PatchOperation::Replace(ReplaceOperation {
-                            path,
-                            value: now.clone(),
-                        }));
-                    }
-                }
-                (true, None) => ops.push(PatchOperation::Remove(RemoveOperation { path })),
-                (false, Some(now)) => ops.push(PatchOperation::Add(AddOperation {
+        self.net_changes(0, 0, root, |path, change| {
+            let path = pointer(path);
+            ops.push(match change {
+                Net::Replace(now) => PatchOperation::Replace(ReplaceOperation {
                     path,
                     value: now.clone(),
-                })),
-                (false, None) => {}
-            }
-        }
+                }),
+                Net::Remove => PatchOperation::Remove(RemoveOperation { path }),
+                Net::Add(now) => PatchOperation::Add(AddOperation {
+                    path,
+                    value: now.clone(),
+                }),
+            });
+            true
+        });
         ops
     }
+
+    /// Whether the writes made since `mark` changed anything: false when they cancel out (a
+    /// value written and written back). `here` is the value at the current location, where
+    /// those writes were made.
+    pub fn changed_since(&self, mark: usize, here: &Value) -> bool {
+        let mut changed = false;
+        self.net_changes(mark, self.at.len(), here, |_, _| {
+            changed = true;
+            false
+        });
+        changed
+    }
+
+    /// Calls `f` with each outermost place written by the writes from `from` on (paths taken
+    /// below their first `depth` segments, `base` the value there) whose value did not end as
+    /// it began, in path order, until `f` returns false.
+    fn net_changes(
+        &self,
+        from: usize,
+        depth: usize,
+        base: &Value,
+        mut f: impl FnMut(&[Seg<'a>], Net<'_>) -> bool,
+    ) {
+        let writes = &self.writes[from.min(self.writes.len())..];
+        let rel = |k: usize| &writes[k].path[depth.min(writes[k].path.len())..];
+        let mut order: Vec<usize> = (0..writes.len()).collect();
+        // Stable: writes to the same place stay in the order they happened.
+        order.sort_by(|&a, &b| rel(a).cmp(rel(b)));
+        let mut i = 0;
+        while i < order.len() {
+            let start = i;
+            let top = rel(order[start]);
+            // Every write at or below `top` (they sort right after it); the earliest of them
+            // tells what was there at first.
+            let mut first = order[start];
+            let mut k = start + 1;
+            while k < order.len() && rel(order[k]).starts_with(top) {
+                first = first.min(order[k]);
+                k += 1;
+            }
+            i = k;
+            let w = &writes[first];
+            let at_top = rel(first).len() == top.len();
+            // A write below `top` means something was there to write into.
+            let existed = !at_top || w.old.is_some();
+            let change = match (existed, get(base, top)) {
+                (false, None) => continue,
+                (false, Some(now)) => Net::Add(now),
+                (true, None) => Net::Remove,
+                (true, Some(now)) => {
+                    let began_so = if at_top {
+                        w.old.as_ref() == Some(now)
+                    } else {
+                        // First written below: what was there is `now` with the writes undone.
+                        let mut group = order[start..i].to_vec();
+                        group.sort_unstable_by(|a, b| b.cmp(a));
+                        let mut was = now.clone();
+                        for g in group {
+                            restore(&mut was, &rel(g)[top.len()..], writes[g].old.clone());
+                        }
+                        was == *now
+                    };
+                    if began_so {
+                        continue;
+                    }
+                    Net::Replace(now)
+                }
+            };
+            if !f(top, change) {
+                return;
+            }
+        }
+    }
+}
+
+/// How an outermost written place ended, against how it began.
+enum Net<'v> {
+    Replace(&'v Value),
+    Remove,
+    Add(&'v Value),
 }
 
 fn pointer(path: &[Seg<'_>]) -> PointerBuf {

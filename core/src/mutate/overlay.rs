@@ -15,7 +15,7 @@
 //!   stops processing of the nearest enclosing list element for that target element; outside of
 //!   any list it skips the whole overlay (Kyverno "skips the rule"). Conditions never write.
 //!   Special case kept from Kyverno: `(key): {+(a): v, ...}` means "if `key` exists, apply this
-//!   map (which adds `a` if absent) to it".
+//!   map (which adds `a` if absent) to it" — when it is a map; another value is left alone.
 //! * `<(key): pattern` is a global condition: if it fails, the whole overlay is skipped. A list
 //!   element holding a `<()` anchor is a *gate*: the overlay applies only if at least one target
 //!   element satisfies it; the gate element itself writes nothing (as in Kyverno).
@@ -25,7 +25,10 @@
 //!   first target element with the same `name`, or is appended; an element with neither
 //!   conditions nor `name` is appended unless an equal element is already there. If the target
 //!   list is absent and only conditional elements exist, nothing (not even `[]`) is created.
-//!   Elements are applied in overlay order, each seeing the previous elements' result.
+//!   Elements are applied in overlay order, each seeing the previous elements' result; an
+//!   element appended by a later element also gets the earlier conditional elements (container
+//!   defaults reach an injected sidecar in the same pass), the appended element's own fields
+//!   winning over theirs when it is keyed by `name`, so a second application changes nothing.
 //! * Patterns: `*`/`?` wildcards, `|` (or), `&` (and), `>`, `<`, `>=`, `<=`, `!`, ranges `a-b`
 //!   and `a!-b`; numeric operands compare as Go durations first, then as Kubernetes quantities.
 //!   Map patterns check each key (`=(k)`: only if present, `X(k)`: must be absent, value `"*"`:

@@ -40,6 +40,11 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<(String, Value)>, PolicyE
         docs = super::builtin::documents()?;
     }
     for f in &files {
+        // A file over the size limit is refused before it is read.
+        if let Ok(meta) = std::fs::metadata(f) {
+            let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+            super::limits::check_size(len).map_err(|reason| io_err(f, reason))?;
+        }
         let text = std::fs::read_to_string(f).map_err(|e| io_err(f, e.to_string()))?;
         docs.extend(parse_documents(&f.display().to_string(), &text)?);
     }
@@ -47,8 +52,15 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<(String, Value)>, PolicyE
 }
 
 /// The documents of one policy text, as (source, document); a text that does not parse is an
-/// error naming `source` once.
+/// error naming `source` once. A text over the size or nesting limits of
+/// [`super::limits`] is refused before it is parsed.
 pub fn parse_documents(source: &str, text: &str) -> Result<Vec<(String, Value)>, PolicyError> {
+    super::limits::check_policy_text(text).map_err(|reason| PolicyError {
+        file: source.to_owned(),
+        policy: None,
+        field: String::new(),
+        reason,
+    })?;
     let parsed = parse_manifests(Path::new(source), text)?;
     Ok(parsed.into_iter().map(|d| (source.to_owned(), d)).collect())
 }
@@ -290,7 +302,9 @@ pub fn compile_spec(
         rules.push(CompiledRule::compile(r, &field)?);
     }
     super::reach::check_rules(spec, &rules)?;
+    let estimated_cost = rules.iter().map(|r| r.estimated_cost()).fold(0.0, f64::max);
     Ok(CompiledPolicy {
+        estimated_cost,
         warnings: super::reach::unknown_resources(spec),
         name: name.into(),
         source: source.to_owned(),

@@ -189,7 +189,13 @@ pub(super) fn seccomp_explicit(
 
 fn seccomp_annotations(ctx: &Ctx<'_>) -> Vec<Violation> {
     let annotations = ctx.annotations();
-    let lookup = |key: &str| annotations.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    // `annotations` is sorted by key.
+    let lookup = |key: &str| {
+        annotations
+            .binary_search_by(|(k, _)| (*k).cmp(key))
+            .ok()
+            .map(|i| annotations[i].1)
+    };
     let report = |key: &str, value: &Value, out: &mut Vec<Violation>| {
         let value = text(value);
         let ok = value == "runtime/default"

@@ -1,5 +1,8 @@
 //! Panic-free JSON accessors and the evaluation context shared by the check modules.
 
+use std::cell::OnceCell;
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use super::Violation;
@@ -154,6 +157,8 @@ pub(super) struct Ctx<'a> {
     pub(super) containers: Vec<Container<'a>>,
     /// Every container is exempt, so pod-level findings are skipped.
     pub(super) pod_exempt: bool,
+    /// Per container name: whether every container of that name is exempt.
+    exempt_by_name: OnceCell<HashMap<&'a str, bool>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -195,6 +200,7 @@ impl<'a> Ctx<'a> {
             meta_path: join("metadata"),
             containers,
             pod_exempt,
+            exempt_by_name: OnceCell::new(),
         }
     }
 
@@ -235,11 +241,15 @@ impl<'a> Ctx<'a> {
     /// Whether a finding tied to the container named `name` (via an annotation) is skipped:
     /// the named container is exempt, or no container has that name and the pod is exempt.
     pub(super) fn annotation_exempt(&self, name: &str) -> bool {
-        let mut named = self.containers.iter().filter(|c| c.name == name).peekable();
-        if named.peek().is_none() {
-            return self.pod_exempt;
-        }
-        named.all(|c| c.exempt)
+        // Built on first use: one lookup per annotation, not a scan of every container.
+        let by_name = self.exempt_by_name.get_or_init(|| {
+            let mut map: HashMap<&'a str, bool> = HashMap::new();
+            for c in &self.containers {
+                *map.entry(c.name).or_insert(true) &= c.exempt;
+            }
+            map
+        });
+        by_name.get(name).copied().unwrap_or(self.pod_exempt)
     }
 
     /// `spec.os.name == "windows"`.

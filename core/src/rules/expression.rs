@@ -49,6 +49,14 @@ impl ExpressionRule {
 }
 
 impl Rule for ExpressionRule {
+    fn estimated_cost(&self) -> f64 {
+        self.expr.estimated_cost()
+            + self
+                .message_expr
+                .as_ref()
+                .map_or(0.0, |m| m.estimated_cost())
+    }
+
     fn validate(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         let req = ctx.req;
         let uses = |name: &str| {

@@ -30,7 +30,8 @@ pub(super) fn apply_root<'a>(
         // scope, conditional list elements roll back on their own.)
         j.rollback(mark, target);
     }
-    j.mark() > mark
+    // Writes can cancel out (two list elements for one name setting a field back and forth).
+    j.mark() > mark && j.changed_since(mark, target)
 }
 
 /// Merges `m` into `slot`. A slot that is not a map counts as absent (Kyverno treats it as a nil
@@ -65,8 +66,11 @@ fn merge_map<'a>(m: &'a MapNode, obj: &mut Map<String, Value>, j: &mut Journal<'
     {
         return Err(Halt::Cond);
     }
+    // Only into a map: the value a condition tests is never replaced (a `(name): {+(a): ..}`
+    // would otherwise turn a container's name into a map, and a later `name`-keyed element
+    // would append again on every application).
     for (k, sub) in &m.guarded {
-        if let Some(v) = obj.get_mut(k) {
+        if let Some(v @ Value::Object(_)) = obj.get_mut(k) {
             j.scoped(Seg::Key(k), |j| merge_value(sub, v, j))?;
         }
     }
@@ -135,7 +139,7 @@ fn merge_list_value<'a>(l: &'a ListNode, slot: &mut Value, j: &mut Journal<'a>) 
 }
 
 fn merge_list<'a>(l: &'a ListNode, arr: &mut Vec<Value>, j: &mut Journal<'a>) -> Step {
-    for elem in &l.elems {
+    for (at, elem) in l.elems.iter().enumerate() {
         match elem {
             Elem::Gate(m) => {
                 if !arr.iter().any(|t| satisfies(m, Some(t))) {
@@ -165,20 +169,52 @@ fn merge_list<'a>(l: &'a ListNode, arr: &mut Vec<Value>, j: &mut Journal<'a>) ->
             Elem::Keyed { name, body } => {
                 match arr.iter().position(|t| t.get("name") == Some(name)) {
                     Some(i) => j.scoped(Seg::Index(i), |j| merge_value(body, &mut arr[i], j))?,
-                    None => append(body, arr, j)?,
+                    None => append(body, &l.elems[..at], true, arr, j)?,
                 }
             }
-            Elem::Unkeyed(body) => append(body, arr, j)?,
+            Elem::Unkeyed(body) => append(body, &l.elems[..at], false, arr, j)?,
         }
     }
     Ok(())
 }
 
-/// Appends the element the overlay describes, unless an equal one is already there.
-fn append<'a>(body: &'a MapNode, arr: &mut Vec<Value>, j: &mut Journal<'a>) -> Step {
+/// Appends the element the overlay describes, as the next application would leave it: the
+/// conditional elements before this one (`before`) apply to it as they did to the elements
+/// already there (defaults for every container reach an injected sidecar in the same pass).
+/// A keyed element (`keyed`) is merged again after them, so its own fields win, as they do
+/// when it merges into an existing element; an unkeyed one is appended as they leave it,
+/// unless the list already holds it (as written or as they leave it). So applying twice gives
+/// what applying once gives.
+fn append<'a>(
+    body: &'a MapNode,
+    before: &'a [Elem],
+    keyed: bool,
+    arr: &mut Vec<Value>,
+    j: &mut Journal<'a>,
+) -> Step {
     let mut v = Value::Object(Map::new());
     merge_value(body, &mut v, &mut Journal::new())?;
-    if !arr.contains(&v) {
+    // An unkeyed element already in the list as written is not appended again.
+    let as_written = (!keyed).then(|| v.clone());
+    let mut touched = false;
+    for elem in before {
+        let Elem::Conditional(m) = elem else { continue };
+        if !satisfies_here(m, &v) {
+            continue;
+        }
+        let mut apart = Journal::new();
+        match merge_value(m, &mut v, &mut apart) {
+            Ok(()) => touched |= apart.mark() > 0,
+            // As on an element already there: a failing condition below undoes this
+            // element's writes, a failing global condition skips the whole overlay.
+            Err(Halt::Cond) => apart.rollback(0, &mut v),
+            Err(h) => return Err(h),
+        }
+    }
+    if touched && keyed {
+        merge_value(body, &mut v, &mut Journal::new())?;
+    }
+    if !arr.contains(&v) && as_written.is_none_or(|w| !arr.contains(&w)) {
         j.wrote(Some(Seg::Index(arr.len())), None);
         arr.push(v);
     }

@@ -35,7 +35,8 @@ pub(super) struct MapNode {
     pub globals: Vec<(String, Pattern)>,
     /// `(key): pattern`
     pub conditions: Vec<(String, Pattern)>,
-    /// `(key): {+(..): ..}`: `key` must exist, then this map is merged into it.
+    /// `(key): {+(..): ..}`: `key` must exist, then this map is merged into it if it is a map
+    /// (a value of another type is left as it is).
     pub guarded: Vec<(String, MapNode)>,
     pub entries: Vec<Entry>,
     /// The overlay wrote `{}`: an empty map is created where none exists.

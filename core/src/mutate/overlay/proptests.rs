@@ -299,6 +299,19 @@ proptest! {
         }
     }
 
+    /// Any overlay, applied a second time, changes nothing: a reinvoked mutating webhook and
+    /// Flux's dry-run of an object the webhook already mutated see no drift.
+    #[test]
+    fn arbitrary_overlays_are_idempotent(ov in anchor_soup(), x in junk(), y in pod()) {
+        let Ok(ov) = Overlay::compile(&ov) else { return Ok(()) };
+        for x in [x, y] {
+            let once = applied(&ov, &x);
+            let mut twice = once.clone();
+            prop_assert!(!ov.apply(&mut twice), "second application reported a change");
+            prop_assert_eq!(twice, once);
+        }
+    }
+
     /// The patch built from the logged writes turns the input into the output, is empty when
     /// nothing changed, and the undo gives the input back exactly (what the engine relies on
     /// when it mutates the request's own object).

@@ -365,6 +365,22 @@ fn guarded_condition_adds_inside_existing_key() {
         json!({ "name": "a", "resources": { "limits": { "memory": "256Mi" } } })
     );
     assert_eq!(out["spec"]["containers"][1], json!({ "name": "b" }));
+    // A value that is not a map is left alone: a condition never replaces what it tests.
+    let ov = json!({ "spec": { "containers": [
+        { "(name)": { "+(args)": "*" }, "imagePullPolicy": "Always" },
+        { "name": "sidecar", "image": "envoy:v1" }
+    ] } });
+    let target = json!({ "spec": { "containers": [{ "name": "web", "image": "nginx:1.27" }] } });
+    let (once, _) = applied(&ov, &target);
+    assert_eq!(
+        once["spec"]["containers"],
+        json!([
+            { "name": "web", "image": "nginx:1.27", "imagePullPolicy": "Always" },
+            { "name": "sidecar", "image": "envoy:v1", "imagePullPolicy": "Always" }
+        ])
+    );
+    let (twice, _) = applied(&ov, &once);
+    assert_eq!(twice, once);
 }
 
 /// A list element whose deeper condition fails is rolled back whole, and then nothing changed:
@@ -379,4 +395,75 @@ fn a_rolled_back_element_is_no_change() {
     assert!(!ov.apply(&mut t));
     assert_eq!(t, before);
     assert!(ov.json_patch(&before).is_none());
+}
+
+/// Defaults for every container and an injected sidecar in one overlay: the sidecar gets the
+/// defaults in the same pass (its own fields winning), so a second application is a no-op.
+#[test]
+fn container_defaults_reach_an_injected_sidecar_in_one_pass() {
+    let ov = Overlay::compile(&json!({
+        "spec": {"containers": [
+            {"(name)": "*", "imagePullPolicy": "Always", "securityContext": {"+(runAsNonRoot)": true}},
+            {"name": "proxy", "image": "envoy:v1", "imagePullPolicy": "IfNotPresent"}
+        ]}
+    }))
+    .unwrap();
+    let mut pod = json!({"spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}});
+    assert!(ov.apply(&mut pod));
+    assert_eq!(
+        pod["spec"]["containers"],
+        json!([
+            {"name": "web", "image": "nginx:1.27", "imagePullPolicy": "Always",
+             "securityContext": {"runAsNonRoot": true}},
+            {"name": "proxy", "image": "envoy:v1", "imagePullPolicy": "IfNotPresent",
+             "securityContext": {"runAsNonRoot": true}}
+        ])
+    );
+    let once = pod.clone();
+    assert!(!ov.apply(&mut pod), "second application changed {pod}");
+    assert_eq!(pod, once);
+}
+
+/// An unkeyed element that a conditional element before it changes is appended once, as the
+/// conditional element leaves it, and not again on the next application.
+#[test]
+fn unkeyed_element_changed_by_a_default_is_appended_once() {
+    let ov = Overlay::compile(&json!({
+        "spec": {"tolerations": [
+            {"(key)": "*", "effect": "NoSchedule"},
+            {"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}
+        ]}
+    }))
+    .unwrap();
+    let mut pod = json!({"spec": {"tolerations": []}});
+    assert!(ov.apply(&mut pod));
+    assert_eq!(
+        pod["spec"]["tolerations"],
+        json!([{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}])
+    );
+    let once = pod.clone();
+    for _ in 0..3 {
+        assert!(!ov.apply(&mut pod));
+    }
+    assert_eq!(pod, once);
+}
+
+/// Writes that cancel out are no change: `apply` says false and `json_patch` gives `None`.
+#[test]
+fn writes_that_cancel_out_are_no_change() {
+    let ov = Overlay::compile(&json!({
+        "spec": {"containers": [{"name": "web", "image": "a"}, {"name": "web", "image": "b"}]}
+    }))
+    .unwrap();
+    let pod = json!({"spec": {"containers": [{"name": "web", "image": "b"}]}});
+    let mut v = pod.clone();
+    assert!(!ov.apply(&mut v));
+    assert_eq!(v, pod);
+    assert!(ov.json_patch(&pod).is_none());
+    // From another image the net change is real.
+    let other = json!({"spec": {"containers": [{"name": "web", "image": "c"}]}});
+    let patch = ov.json_patch(&other).expect("a change");
+    let mut patched = other.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    assert_eq!(patched["spec"]["containers"][0]["image"], "b");
 }
