@@ -564,10 +564,10 @@ async fn a_stream_reset_by_the_client_is_counted_as_cancelled() {
     let tls = common::tls_connect(srv.addr, srv.certs.ca_pem(), &[b"h2"])
         .await
         .unwrap();
-    let (client, mut conn) = h2::client::handshake(tls).await.unwrap();
-    let mut ping_pong = conn.ping_pong().unwrap();
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
     let conn = tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();
+    let idle_slots = srv.state.in_flight.available_permits();
     let body = serde_json::to_vec(&review()).unwrap();
     let req = hyper::Request::post("https://localhost/validate")
         .header("content-length", body.len())
@@ -580,10 +580,17 @@ async fn a_stream_reset_by_the_client_is_counted_as_cancelled() {
             false,
         )
         .unwrap();
-    // The PONG comes once the server has read the HEADERS and DATA before it.
-    ping_pong.ping(h2::Ping::opaque()).await.unwrap();
+    // Reset only once the handler holds its in-flight slot, i.e. it is reading the body. (A
+    // PING is no such signal: h2 writes a queued PING ahead of queued stream frames.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while srv.state.in_flight.available_permits() == idle_slots {
+        assert!(
+            Instant::now() < deadline,
+            "the review never reached its handler"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stream.send_reset(h2::Reason::CANCEL);
-    ping_pong.ping(h2::Ping::opaque()).await.unwrap();
     let bad = |reason: &str| {
         common::metric(
             &srv.state.metrics.encode(),
@@ -592,12 +599,21 @@ async fn a_stream_reset_by_the_client_is_counted_as_cancelled() {
         )
         .unwrap_or(0.0)
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while bad("cancelled") < 1.0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while srv.state.in_flight.available_permits() != idle_slots && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(bad("cancelled"), 1.0);
-    assert_eq!(bad("read"), 0.0);
+    let counts = ["cancelled", "read", "timeout", "malformed"].map(|r| (r, bad(r)));
+    assert_eq!(
+        counts,
+        [
+            ("cancelled", 1.0),
+            ("read", 0.0),
+            ("timeout", 0.0),
+            ("malformed", 0.0)
+        ],
+        "the reset review is counted once, as cancelled"
+    );
     drop(client);
     conn.abort();
     srv.stop().await;
