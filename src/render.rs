@@ -741,7 +741,9 @@ impl Renderer {
         rendered.insert(normalize(dir));
         self.follow(root, &mut docs, &rendered, sink)?;
         // The charts behind the HelmReleases, where they can be had offline.
-        let notes = self.helm.render_releases(root, &mut docs);
+        let notes = self
+            .helm
+            .render_releases(root, &mut docs, self.kustomize.as_ref());
         for n in notes {
             sink.note(n);
         }

@@ -358,10 +358,129 @@ fn a_chart_that_does_not_template_is_a_note_not_a_failure() {
         "{}",
         out.stdout
     );
+}
+
+/// helm-controller runs a release's kustomize post-renderers over the chart's output, in
+/// order: a patch there can make a container privileged and an `images` entry moves images
+/// to another registry. Both reach the checked objects, and the chart alone is clean.
+#[test]
+fn post_renderers_change_what_is_checked() {
+    let (Some(_), Some(_)) = (helm(), common::kustomize()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    cluster_repo(tmp.path());
+    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    // Images must come from the mirror: true only once the post-renderer has rewritten them.
+    let registry = tmp.path().join("registry-policy.yaml");
+    std::fs::write(
+        &registry,
+        "apiVersion: fluxadmit.io/v1alpha1
+kind: DeploymentPolicy
+metadata: {name: mirror-only}
+spec:
+  match: {resources: [{apiGroups: [apps], kinds: [Deployment]}]}
+  rules:
+    - name: mirror
+      expression:
+        expression: \"object.spec.template.spec.containers.all(c, c.image.startsWith('mirror.example.com/'))\"
+        message: images come from mirror.example.com
+",
+    )
+    .unwrap();
+    let registry = registry.display().to_string();
+    let post = "  postRenderers:
+    - kustomize:
+        images:
+          - {name: ghcr.io/example/web, newName: mirror.example.com/example/web}
+    - kustomize:
+        patches:
+          - target: {kind: Deployment, name: web}
+            patch: |
+              - op: replace
+                path: /spec/template/spec/containers/0/securityContext/privileged
+                value: true
+";
+    write(
+        tmp.path(),
+        "apps/web.yaml",
+        &local_release("{privileged: false}", post),
+    );
+    let out = check(tmp.path(), &["--policies", &registry]);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(FINDING), "{}", out.stdout);
+    assert!(out.stdout.contains("privileged"), "{}", out.stdout);
     assert!(
+        !out.stdout.contains("images come from mirror.example.com"),
+        "the image was rewritten: {}",
         out.stdout
-            .contains("HelmRelease apps/web: postRenderers not applied"),
+    );
+    assert!(!out.stdout.contains("not applied"), "{}", out.stdout);
+
+    // Without the post-renderers: the chart's own image, and no privileged container.
+    write(
+        tmp.path(),
+        "apps/web.yaml",
+        &local_release("{privileged: false}", ""),
+    );
+    let out = check(tmp.path(), &["--policies", &registry]);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(!out.stdout.contains(FINDING), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("images come from mirror.example.com"),
         "{}",
         out.stdout
+    );
+
+    // Without a kustomize the chart is rendered as it is, and the summary says so.
+    write(
+        tmp.path(),
+        "apps/web.yaml",
+        &local_release("{privileged: false}", post),
+    );
+    let pol = baseline_policy();
+    let helm = helm().unwrap().display().to_string();
+    let args = [
+        "check",
+        "--helm",
+        &helm,
+        "--policies",
+        "builtin",
+        "--policies",
+        &pol,
+        ".",
+    ];
+    let out = run_in(tmp.path(), &args, None, &[("PATH", "")]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "HelmRelease apps/web: postRenderers not applied (no kustomize: PATH or --kustomize)"
+        ),
+        "{}",
+        out.stdout
+    );
+
+    // A post-renderer kustomize cannot build is named with the release, not a crash.
+    let broken = "  postRenderers:
+    - kustomize:
+        patches:
+          - target: {kind: Deployment, name: web}
+            patch: |
+              - op: replace
+                path: /spec/no/such/path
+                value: 1
+";
+    write(
+        tmp.path(),
+        "apps/web.yaml",
+        &local_release("{privileged: false}", broken),
+    );
+    let out = check(tmp.path(), &[]);
+    assert!(
+        out.stdout
+            .contains("HelmRelease apps/web: postRenderers[0]: kustomize build failed"),
+        "{}{}",
+        out.stdout,
+        out.stderr
     );
 }

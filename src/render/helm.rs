@@ -9,9 +9,12 @@
 //!
 //! The values are composed the way helm-controller composes them: `valuesFrom` in order
 //! (ConfigMaps and Secrets of the world; SOPS-encrypted ones cannot be read), each merged
-//! deeply onto the last or set at its `targetPath`, then `values` on top.
+//! deeply onto the last or set at its `targetPath`, then `values` on top. The output then goes
+//! through the release's kustomize post-renderers in order (`patches`, `images`, and the
+//! older inline `patchesStrategicMerge`/`patchesJson6902`), each a kustomize build over the
+//! last output, as helm-controller runs them.
 
-use super::{CLUSTER_SCOPED, decode_base64, join_repo, ns_name, on_path, str_at};
+use super::{CLUSTER_SCOPED, Kustomize, decode_base64, join_repo, ns_name, on_path, str_at};
 use crate::check::Document;
 use crate::cluster::load::parse_manifests_with_lines;
 use serde_json::{Map, Value};
@@ -38,6 +41,8 @@ struct Job {
     values_files: Vec<PathBuf>,
     values: Value,
     crds: bool,
+    /// `spec.postRenderers[].kustomize`, each a kustomization to build over the last output.
+    post_renderers: Vec<Value>,
 }
 
 /// What one render gave: the objects and the notes.
@@ -70,7 +75,13 @@ impl Charts {
     }
 
     /// Appends what each HelmRelease in `docs` installs; returns notes for the summary.
-    pub fn render_releases(&self, root: &Path, docs: &mut Vec<Document>) -> Vec<String> {
+    /// `kustomize` runs the releases' kustomize post-renderers.
+    pub(super) fn render_releases(
+        &self,
+        root: &Path,
+        docs: &mut Vec<Document>,
+        kustomize: Option<&Kustomize>,
+    ) -> Vec<String> {
         let mut notes = Vec::new();
         let mut missing = Vec::new();
         let mut jobs = Vec::new();
@@ -78,12 +89,11 @@ impl Charts {
             let hr = &d.object;
             let (ns, name) = ns_name(hr);
             let by = format!("HelmRelease {ns}/{name}");
-            if hr
-                .pointer("/spec/postRenderers")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty())
-            {
-                notes.push(format!("{by}: postRenderers not applied"));
+            let post_renderers = post_renderers(hr);
+            if !post_renderers.is_empty() && kustomize.is_none() {
+                notes.push(format!(
+                    "{by}: postRenderers not applied (no kustomize: PATH or --kustomize)"
+                ));
             }
             let (chart, values_files) = match self.locate(root, hr, docs) {
                 Located::Found {
@@ -114,6 +124,11 @@ impl Charts {
                     str_at(hr, "/spec/install/crds"),
                     Some("Skip") | Some("skip")
                 ),
+                post_renderers: if kustomize.is_some() {
+                    post_renderers
+                } else {
+                    Vec::new()
+                },
                 by,
             });
         }
@@ -150,7 +165,7 @@ impl Charts {
             ));
             return notes;
         };
-        for (out, job_notes) in render_all(&helm, &jobs) {
+        for (out, job_notes) in render_all(&helm, kustomize, &jobs) {
             docs.extend(out);
             notes.extend(job_notes);
         }
@@ -502,8 +517,8 @@ fn set_path(values: &mut Value, path: &str, raw: &str) {
 // ---- running helm ----
 
 /// Renders the releases on up to one thread per core; results in job order.
-fn render_all(helm: &Path, jobs: &[Job]) -> Vec<Output> {
-    super::on_each_core(jobs, |job| render_one(helm, job))
+fn render_all(helm: &Path, kustomize: Option<&Kustomize>, jobs: &[Job]) -> Vec<Output> {
+    super::on_each_core(jobs, |job| render_one(helm, kustomize, job))
         .into_iter()
         .zip(jobs)
         .map(|(out, job)| {
@@ -517,8 +532,8 @@ fn render_all(helm: &Path, jobs: &[Job]) -> Vec<Output> {
         .collect()
 }
 
-/// `helm template` for one release.
-fn render_one(helm: &Path, job: &Job) -> Output {
+/// `helm template` for one release, then its post-renderers.
+fn render_one(helm: &Path, kustomize: Option<&Kustomize>, job: &Job) -> Output {
     let fail = |message: String| (Vec::new(), vec![format!("{}: {message}", job.by)]);
     let values = match tempfile::Builder::new()
         .prefix("fluxadmit-values-")
@@ -558,13 +573,26 @@ fn render_one(helm: &Path, job: &Job) -> Output {
             .to_owned();
         return fail(format!("helm template failed: {first}"));
     }
-    let Ok(text) = String::from_utf8(out.stdout) else {
+    let Ok(mut text) = String::from_utf8(out.stdout) else {
         return fail("helm template output is not UTF-8".into());
     };
-    let parsed = match parse_manifests_with_lines(&job.file, &text) {
+    let mut parsed = match parse_manifests_with_lines(&job.file, &text) {
         Ok(p) => p,
         Err(e) => return fail(format!("helm template output does not parse: {e}")),
     };
+    // helm-controller's kustomize post-renderers, in order (nothing to do on no objects).
+    if let Some(k) = kustomize.filter(|_| !parsed.is_empty() && !job.post_renderers.is_empty()) {
+        for (i, spec) in job.post_renderers.iter().enumerate() {
+            text = match post_render(k, spec, &text) {
+                Ok(t) => t,
+                Err(e) => return fail(format!("postRenderers[{i}]: {e}")),
+            };
+        }
+        parsed = match parse_manifests_with_lines(&job.file, &text) {
+            Ok(p) => p,
+            Err(e) => return fail(format!("post-rendered output does not parse: {e}")),
+        };
+    }
     let docs = parsed
         .into_iter()
         .filter(|(_, o)| str_at(o, "/apiVersion").is_some() && str_at(o, "/kind").is_some())
@@ -579,6 +607,98 @@ fn render_one(helm: &Path, job: &Job) -> Output {
         })
         .collect();
     (docs, Vec::new())
+}
+
+/// The kustomize post-renderers of a release, in order, as kustomization fields: `patches`
+/// and `images` as helm-controller passes them, and the older `patchesStrategicMerge`
+/// (inline objects) and `patchesJson6902` (inline operations) as patches.
+fn post_renderers(hr: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for pr in hr
+        .pointer("/spec/postRenderers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(k) = pr.get("kustomize") else {
+            continue;
+        };
+        let mut patches: Vec<Value> = Vec::new();
+        for p in k
+            .get("patches")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            patches.push(p.clone());
+        }
+        for p in k
+            .get("patchesStrategicMerge")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            patches.push(serde_json::json!({ "patch": p.to_string() }));
+        }
+        for p in k
+            .get("patchesJson6902")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let mut entry = Map::new();
+            if let Some(ops) = p.get("patch") {
+                entry.insert("patch".into(), ops.to_string().into());
+            }
+            if let Some(t) = p.get("target") {
+                entry.insert("target".into(), t.clone());
+            }
+            patches.push(Value::Object(entry));
+        }
+        let mut fields = Map::new();
+        if !patches.is_empty() {
+            fields.insert("patches".into(), patches.into());
+        }
+        if let Some(images) = k
+            .get("images")
+            .and_then(Value::as_array)
+            .filter(|a| !a.is_empty())
+        {
+            fields.insert("images".into(), images.clone().into());
+        }
+        if !fields.is_empty() {
+            out.push(Value::Object(fields));
+        }
+    }
+    out
+}
+
+/// One kustomize post-renderer over a manifest stream: the stream as the only resource of a
+/// kustomization with the renderer's fields, built.
+fn post_render(kustomize: &Kustomize, fields: &Value, manifests: &str) -> Result<String, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("fluxadmit-post-render-")
+        .tempdir()
+        .map_err(|e| format!("temporary directory: {e}"))?;
+    let mut k = Map::new();
+    k.insert(
+        "apiVersion".into(),
+        "kustomize.config.k8s.io/v1beta1".into(),
+    );
+    k.insert("kind".into(), "Kustomization".into());
+    k.insert("resources".into(), serde_json::json!(["resources.yaml"]));
+    if let Some(f) = fields.as_object() {
+        k.extend(f.clone());
+    }
+    std::fs::write(dir.path().join("resources.yaml"), manifests)
+        .and_then(|()| {
+            std::fs::write(
+                dir.path().join("kustomization.yaml"),
+                Value::Object(k).to_string(),
+            )
+        })
+        .map_err(|e| format!("temporary file: {e}"))?;
+    kustomize.build(dir.path())
 }
 
 /// The release namespace on a namespaced object that names none.
