@@ -484,3 +484,73 @@ spec:
         out.stderr
     );
 }
+
+/// A `valuesFrom` entry with a `targetPath` that names a list element (`extra[1].privileged`,
+/// Helm's `--set` syntax) sets that element, growing the list, as helm-controller does.
+#[test]
+fn a_target_path_with_a_list_index_reaches_the_chart() {
+    let Some(_) = helm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    cluster_repo(tmp.path());
+    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    write(
+        tmp.path(),
+        "charts/web/templates/extra.yaml",
+        "{{- range $i, $c := .Values.extra }}{{ if $c }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: extra-{{ $i }}
+spec:
+  selector: {matchLabels: {app: extra}}
+  template:
+    metadata: {labels: {app: extra}}
+    spec:
+      containers:
+        - name: c
+          image: ghcr.io/example/extra:1.0.0
+          securityContext:
+            privileged: {{ $c.privileged | default false }}
+{{- end }}{{ end }}
+",
+    );
+    write(
+        tmp.path(),
+        "apps/values.yaml",
+        "apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-flags, namespace: apps}
+data: {on: \"true\", off: \"false\"}
+",
+    );
+    let release = |key: &str| {
+        local_release(
+            "{}",
+            &format!(
+                "  valuesFrom:
+    - {{kind: ConfigMap, name: web-flags, valuesKey: {key}, targetPath: \"extra[1].privileged\"}}
+"
+            ),
+        )
+    };
+    write(tmp.path(), "apps/web.yaml", &release("on"));
+    let out = check(tmp.path(), &[]);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("Deployment apps/extra-1 error: pod-security-baseline/baseline"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("extra-0"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("Deployment apps/web error"),
+        "{}",
+        out.stdout
+    );
+
+    write(tmp.path(), "apps/web.yaml", &release("off"));
+    let out = check(tmp.path(), &[]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+}

@@ -460,23 +460,73 @@ fn merge_values(base: &mut Value, over: Value) {
     }
 }
 
-/// Sets one value at a dotted path (`\.` is a dot in a key), typed the way Helm's `--set`
-/// types it; a quoted value stays a string (helm-controller's `targetPath`).
-fn set_path(values: &mut Value, path: &str, raw: &str) {
-    let mut keys = Vec::new();
+/// One step of a `targetPath`: a map key or a list index.
+#[derive(Debug, PartialEq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The largest list index Helm's `--set` accepts.
+const MAX_INDEX: usize = 65536;
+
+/// A `targetPath` as Helm's `--set` reads it: keys split at dots (`\.` is a dot in a key),
+/// each key followed by any number of `[N]` list indexes (`servers[0].port`, `m[1][2]`).
+/// None when a bracket is malformed or an index is past Helm's limit.
+fn path_steps(path: &str) -> Option<Vec<Step>> {
+    let mut steps = Vec::new();
     let mut cur = String::new();
     let mut chars = path.chars().peekable();
+    // Whether the last step was an index, so a dot after it starts a key without one before.
+    let mut after_index = false;
     while let Some(c) = chars.next() {
         match c {
             '\\' if chars.peek() == Some(&'.') => {
                 cur.push('.');
                 chars.next();
             }
-            '.' => keys.push(std::mem::take(&mut cur)),
+            '.' => {
+                if !after_index {
+                    steps.push(Step::Key(std::mem::take(&mut cur)));
+                }
+                after_index = false;
+            }
+            '[' => {
+                if !after_index {
+                    steps.push(Step::Key(std::mem::take(&mut cur)));
+                }
+                let mut digits = String::new();
+                loop {
+                    match chars.next()? {
+                        ']' => break,
+                        d => digits.push(d),
+                    }
+                }
+                let i: usize = digits.trim().parse().ok()?;
+                if i > MAX_INDEX {
+                    return None;
+                }
+                steps.push(Step::Index(i));
+                after_index = true;
+            }
+            _ if after_index => return None,
             _ => cur.push(c),
         }
     }
-    keys.push(cur);
+    if !after_index {
+        steps.push(Step::Key(cur));
+    }
+    Some(steps)
+}
+
+/// Sets one value at a `targetPath` (see [`path_steps`]), typed the way Helm's `--set` types
+/// it; a quoted value stays a string (helm-controller's `targetPath`). A list is grown with
+/// nulls up to an index past its end; a step that meets the wrong kind of value replaces it.
+/// A path Helm would refuse leaves the values as they are.
+fn set_path(values: &mut Value, path: &str, raw: &str) {
+    let Some(steps) = path_steps(path) else {
+        return;
+    };
     let quoted = raw.len() >= 2
         && ((raw.starts_with('"') && raw.ends_with('"'))
             || (raw.starts_with('\'') && raw.ends_with('\'')));
@@ -494,24 +544,31 @@ fn set_path(values: &mut Value, path: &str, raw: &str) {
         }
     };
     let mut at = values;
-    let Some((last, parents)) = keys.split_last() else {
-        return;
-    };
-    for k in parents {
-        if !at.is_object() {
-            *at = Value::Object(Map::new());
-        }
-        let Some(m) = at.as_object_mut() else { return };
-        at = m
-            .entry(k.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
+    for step in steps {
+        at = match step {
+            Step::Key(k) => {
+                if !at.is_object() {
+                    *at = Value::Object(Map::new());
+                }
+                let Some(m) = at.as_object_mut() else { return };
+                m.entry(k).or_insert(Value::Null)
+            }
+            Step::Index(i) => {
+                if !at.is_array() {
+                    *at = Value::Array(Vec::new());
+                }
+                let Some(list) = at.as_array_mut() else {
+                    return;
+                };
+                if list.len() <= i {
+                    list.resize(i + 1, Value::Null);
+                }
+                let Some(slot) = list.get_mut(i) else { return };
+                slot
+            }
+        };
     }
-    if !at.is_object() {
-        *at = Value::Object(Map::new());
-    }
-    if let Some(m) = at.as_object_mut() {
-        m.insert(last.clone(), value);
-    }
+    *at = value;
 }
 
 // ---- running helm ----
@@ -1053,6 +1110,44 @@ mod tests {
         assert_eq!(
             base,
             json!({"image": {"repository": "a", "tag": "2"}, "list": [3], "x": {"y": true}})
+        );
+    }
+
+    #[test]
+    fn target_paths_take_list_indexes_as_helm_set_does() {
+        let mut v = json!({"servers": [{"port": 80, "host": "a"}], "keep": 1});
+        set_path(&mut v, "servers[0].port", "8080");
+        set_path(&mut v, "servers[2].host", "c");
+        set_path(&mut v, "matrix[1][0]", "true");
+        set_path(&mut v, "a\\.b[0]", "'x'");
+        assert_eq!(
+            v,
+            json!({
+                "servers": [{"port": 8080, "host": "a"}, null, {"host": "c"}],
+                "matrix": [null, [true]],
+                "a.b": ["x"],
+                "keep": 1
+            })
+        );
+        // What Helm refuses changes nothing.
+        let before = v.clone();
+        for bad in [
+            "servers[x].port",
+            "servers[0",
+            "servers[99999999]",
+            "servers[0]x",
+        ] {
+            set_path(&mut v, bad, "1");
+            assert_eq!(v, before, "{bad}");
+        }
+        assert_eq!(
+            path_steps("a.b[3].c"),
+            Some(vec![
+                Step::Key("a".into()),
+                Step::Key("b".into()),
+                Step::Index(3),
+                Step::Key("c".into())
+            ])
         );
     }
 
