@@ -461,7 +461,7 @@ fn merge_values(base: &mut Value, over: Value) {
 }
 
 /// One step of a `targetPath`: a map key or a list index.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Step {
     Key(String),
     Index(usize),
@@ -1149,6 +1149,77 @@ mod tests {
                 Step::Key("c".into())
             ])
         );
+    }
+
+    mod generated_paths {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A path's text from its steps: dots in keys escaped, indexes in brackets.
+        fn written(steps: &[Step]) -> String {
+            let mut out = String::new();
+            for (i, s) in steps.iter().enumerate() {
+                match s {
+                    Step::Key(k) => {
+                        if i > 0 {
+                            out.push('.');
+                        }
+                        out.push_str(&k.replace('.', "\\."));
+                    }
+                    Step::Index(n) => out.push_str(&format!("[{n}]")),
+                }
+            }
+            out
+        }
+
+        fn steps() -> impl Strategy<Value = Vec<Step>> {
+            // A key first, then keys and indexes in any order.
+            let step = prop_oneof![
+                "[a-z][a-z.]{0,3}".prop_map(Step::Key),
+                (0usize..4).prop_map(Step::Index),
+            ];
+            ("[a-z][a-z.]{0,3}", prop::collection::vec(step, 0..5)).prop_map(|(first, rest)| {
+                let mut v = vec![Step::Key(first)];
+                v.extend(rest);
+                v
+            })
+        }
+
+        fn read<'a>(v: &'a Value, steps: &[Step]) -> Option<&'a Value> {
+            steps.iter().try_fold(v, |at, s| match s {
+                Step::Key(k) => at.get(k.as_str()),
+                Step::Index(i) => at.get(*i),
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            /// A written path reads back as its steps, and setting it puts the value there
+            /// whatever the values held before.
+            #[test]
+            fn paths_read_back_and_set_where_they_say(
+                steps in steps(),
+                before in prop_oneof![
+                    Just(json!({})),
+                    Just(json!({"a": [1, {"b": 2}], "x": "s"})),
+                    Just(json!({"a": {"b": [[3]]}})),
+                ],
+            ) {
+                let path = written(&steps);
+                prop_assert_eq!(path_steps(&path), Some(steps.clone()), "{}", path);
+                let mut v = before;
+                set_path(&mut v, &path, "'set'");
+                prop_assert_eq!(read(&v, &steps), Some(&json!("set")), "{} in {}", path, v);
+            }
+
+            /// Any text as a path: no panic.
+            #[test]
+            fn any_path_is_safe(path in "[a-z.\\\\\\[\\]0-9]{0,16}") {
+                let mut v = json!({"a": [1]});
+                set_path(&mut v, &path, "1");
+            }
+        }
     }
 
     #[test]

@@ -216,4 +216,102 @@ mod tests {
         assert!(!substitute_object(&mut off, &v));
         assert_eq!(off["metadata"]["name"], "${APP}");
     }
+
+    mod generated {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One piece of a generated template, with what it must become.
+        #[derive(Debug, Clone)]
+        enum Piece {
+            /// Text without `$`.
+            Text(String),
+            /// `${NAME}` of a variable with a value.
+            Known(usize),
+            /// `${NAME}` of a variable without one: left as written.
+            Unknown(usize),
+            /// `${NAME<op>default}` with one of the four operators.
+            Default(usize, &'static str, String),
+            /// `$${NAME}`: a literal `${NAME}`.
+            Escaped(usize),
+        }
+
+        const NAMES: [&str; 4] = ["APP", "EMPTY", "REGION_1", "MISSING"];
+        const VALUES: [Option<&str>; 4] = [Some("atuin"), Some(""), Some("eu-west"), None];
+
+        fn piece() -> impl Strategy<Value = Piece> {
+            prop_oneof![
+                "[a-zA-Z0-9 ./:{}é-]{0,6}".prop_map(Piece::Text),
+                (0usize..3).prop_map(Piece::Known),
+                Just(Piece::Unknown(3)),
+                (
+                    0usize..4,
+                    prop::sample::select(vec![":=", ":-", "=", "-"]),
+                    "[a-z0-9./é-]{0,5}"
+                )
+                    .prop_map(|(n, op, d)| Piece::Default(n, op, d)),
+                (0usize..4).prop_map(Piece::Escaped),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            /// A template built from pieces substitutes to what each piece must become.
+            #[test]
+            fn templates_substitute_to_what_they_were_built_from(
+                pieces in prop::collection::vec(piece(), 0..8)
+            ) {
+                let vars: BTreeMap<String, String> = NAMES
+                    .iter()
+                    .zip(VALUES)
+                    .filter_map(|(n, v)| Some((n.to_string(), v?.to_string())))
+                    .collect();
+                let (mut template, mut want) = (String::new(), String::new());
+                for p in &pieces {
+                    match p {
+                        Piece::Text(t) => {
+                            template.push_str(t);
+                            want.push_str(t);
+                        }
+                        Piece::Known(n) | Piece::Unknown(n) => {
+                            template.push_str(&format!("${{{}}}", NAMES[*n]));
+                            match VALUES[*n] {
+                                Some(v) => want.push_str(v),
+                                None => want.push_str(&format!("${{{}}}", NAMES[*n])),
+                            }
+                        }
+                        Piece::Default(n, op, d) => {
+                            template.push_str(&format!("${{{}{op}{d}}}", NAMES[*n]));
+                            let use_default = match VALUES[*n] {
+                                None => true,
+                                Some(v) => v.is_empty() && op.starts_with(':'),
+                            };
+                            want.push_str(if use_default { d } else { VALUES[*n].unwrap_or("") });
+                        }
+                        Piece::Escaped(n) => {
+                            template.push_str(&format!("$${{{}}}", NAMES[*n]));
+                            want.push_str(&format!("${{{}}}", NAMES[*n]));
+                        }
+                    }
+                }
+                let got = substitute_str(&template, &vars).unwrap_or_else(|| template.clone());
+                prop_assert_eq!(got, want, "template {:?}", template);
+            }
+
+            /// Any text: no panic, and text without `$` is never changed.
+            #[test]
+            fn any_text_is_safe_and_text_without_dollars_is_kept(
+                text in "[$${}:=a-zA-Z0-9_ é#-]{0,24}"
+            ) {
+                let vars = BTreeMap::from([("a".to_string(), "1".to_string())]);
+                let out = substitute_str(&text, &vars);
+                if !text.contains('$') {
+                    prop_assert_eq!(out, None);
+                }
+                let mut obj = serde_json::json!({"k": text.clone(), text.clone(): [text]});
+                substitute_object(&mut obj, &vars);
+            }
+        }
+    }
 }
