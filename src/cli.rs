@@ -156,6 +156,14 @@ pub struct ServeArgs {
     /// Time a new connection has to complete its TLS handshake.
     #[arg(long, env = "FLUXADMIT_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub tls_handshake_timeout: Duration,
+    /// Streams an HTTP/2 connection may have open at once (announced to the client; a stream
+    /// past it is refused, and a client that keeps doing so gets GOAWAY).
+    #[arg(long, env = "FLUXADMIT_H2_MAX_CONCURRENT_STREAMS", default_value_t = crate::server::H2_MAX_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_max_concurrent_streams: u32,
+    /// Largest header list of an HTTP/2 request, in bytes (announced to the client; a larger
+    /// one is answered 431).
+    #[arg(long, env = "FLUXADMIT_H2_MAX_HEADER_LIST_SIZE", default_value_t = crate::server::http::H2_MAX_HEADER_LIST, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub h2_max_header_list_size: u32,
     /// Fill the cluster view by watching the API server (in-cluster config or kubeconfig);
     /// `/readyz` stays false until every watched kind is listed.
     #[arg(long, env = "FLUXADMIT_WATCH")]
@@ -1225,6 +1233,8 @@ fn serve_state(
     state.header_timeout = args.header_timeout;
     state.write_timeout = args.write_timeout;
     state.handshake_timeout = args.tls_handshake_timeout;
+    state.h2_max_streams = args.h2_max_concurrent_streams;
+    state.h2_max_header_list = args.h2_max_header_list_size;
     if let Some(client) = client {
         state.ready = std::sync::atomic::AtomicBool::new(false);
         state.live = Some(Arc::new(crate::live::KubeLookup(client.clone())));

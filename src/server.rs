@@ -722,7 +722,8 @@ async fn serve_connection<S>(
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(30)))
-            .max_concurrent_streams(H2_MAX_STREAMS);
+            .max_concurrent_streams(state.h2_max_streams)
+            .max_header_list_size(state.h2_max_header_list);
         let conn = b.serve_connection(io, svc);
         tokio::pin!(conn);
         let mut goaway_sent = false;

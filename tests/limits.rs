@@ -618,3 +618,50 @@ async fn a_stream_reset_by_the_client_is_counted_as_cancelled() {
     conn.abort();
     srv.stop().await;
 }
+
+/// `--h2-max-concurrent-streams` and `--h2-max-header-list-size` reach the client in the
+/// server's SETTINGS, through the binary's flags: the stream limit is what the client may
+/// open, and a header list past the size is answered 431 while one under it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_stream_and_header_limits_are_announced_and_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = common::serve_child(
+        dir.path(),
+        &[
+            "--drain",
+            "0s",
+            "--h2-max-concurrent-streams",
+            "3",
+            "--h2-max-header-list-size",
+            "4096",
+        ],
+    )
+    .await;
+    let tls = common::tls_connect(served.addr, &served.ca, &[b"h2"])
+        .await
+        .unwrap();
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::pin!(conn);
+    let mut client = client.ready().await.unwrap();
+    let mut get = |header: usize| {
+        let req = hyper::Request::get("https://localhost/healthz")
+            .header("x-padding", "p".repeat(header))
+            .body(())
+            .unwrap();
+        client.send_request(req, true).unwrap().0
+    };
+    let (small, big) = (get(2000), get(6000));
+    let statuses = common::within("both answers", Duration::from_secs(10), async {
+        let both = async { (small.await.unwrap().status(), big.await.unwrap().status()) };
+        tokio::select! {
+            s = both => s,
+            r = conn.as_mut() => panic!("connection ended: {r:?}"),
+        }
+    })
+    .await;
+    assert_eq!(
+        statuses,
+        (StatusCode::OK, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+    );
+    assert_eq!(conn.max_concurrent_send_streams(), 3);
+}

@@ -62,8 +62,16 @@ pub struct AppState {
     pub write_timeout: Duration,
     /// Time a new connection has to complete its TLS handshake (`--tls-handshake-timeout`).
     pub handshake_timeout: Duration,
+    /// Streams one HTTP/2 connection may have open at once (`--h2-max-concurrent-streams`,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS); past it a stream is refused.
+    pub h2_max_streams: u32,
+    /// Largest header list an HTTP/2 request may carry, in bytes as HPACK counts them
+    /// (`--h2-max-header-list-size`, SETTINGS_MAX_HEADER_LIST_SIZE); past it, 431.
+    pub h2_max_header_list: u32,
 }
 
+/// Default of `--h2-max-header-list-size`: 16 KiB, as Go's and hyper's servers allow.
+pub const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
 /// Default of `--header-timeout`.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of `--write-timeout`.
@@ -114,6 +122,8 @@ impl AppState {
             header_timeout: HEADER_TIMEOUT,
             write_timeout: WRITE_TIMEOUT,
             handshake_timeout: Duration::from_secs(10),
+            h2_max_streams: crate::server::H2_MAX_STREAMS,
+            h2_max_header_list: H2_MAX_HEADER_LIST,
         }
     }
 }
