@@ -65,15 +65,23 @@ fn check_depth(depth: usize) -> Result<(), String> {
 /// per evaluation, so a rule that reads two fields of a large object does not copy all of it.
 ///
 /// A use of the variable other than a chain of field selections (`object == x`,
-/// `object['spec']`, `object.?spec`, a macro over it) reads it whole, and so does a chain that
-/// ends at a value used as a whole. An intermediate map of a pruned value is only ever
-/// selected into, where it answers as the full one would: the field is there, or it is missing
-/// in both (`has()` included).
+/// `object['spec']`, `object.?spec`) reads it whole, and so does a chain that ends at a value
+/// used as a whole. An intermediate map of a pruned value is only ever selected into, where it
+/// answers as the full one would: the field is there, or it is missing in both (`has()`
+/// included).
+///
+/// A chain that is the range of a one-variable macro (`object.spec.containers.all(c, …)`)
+/// reads the list's elements as the macro's body reads its variable: `c.image` and
+/// `c.securityContext.privileged` read those fields of each container, a bare `c` all of it.
+/// Only a list is converted element by element; a map (whose keys a macro ranges over) is
+/// converted whole.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(super) struct Shape {
     /// Converted as it is, all of it.
     whole: bool,
     fields: Vec<(String, Shape)>,
+    /// What is read of each element when the value is a list a macro ranges over.
+    elements: Option<Box<Shape>>,
 }
 
 impl Shape {
@@ -85,19 +93,33 @@ impl Shape {
         while let Some(expr) = stack.pop() {
             if let Some(path) = selected_path(expr, var) {
                 shape.read(&path);
-            } else {
-                for_each_child(expr, |child| stack.push(child));
+                continue;
             }
+            if let Expr::Comprehension(c) = &expr.expr
+                && c.iter_var2.is_none()
+                && let Some(path) = selected_path(&c.iter_range, var)
+            {
+                // The range's elements, as the loop reads its variable; the rest of the
+                // comprehension may still read `var` itself.
+                let mut each = Shape::of(&c.loop_cond, &c.iter_var);
+                each.merge(Shape::of(&c.loop_step, &c.iter_var));
+                shape.read_elements(&path, each);
+                for part in [&c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+                    stack.push(part);
+                }
+                continue;
+            }
+            for_each_child(expr, |child| stack.push(child));
         }
         shape
     }
 
-    /// Marks the value at `path` as read whole.
-    fn read(&mut self, path: &[&str]) {
+    /// The node at `path`, made on the way; None where a node on the way is read whole.
+    fn node_at(&mut self, path: &[&str]) -> Option<&mut Shape> {
         let mut node = self;
         for field in path {
             if node.whole {
-                return;
+                return None;
             }
             let at = match node.fields.iter().position(|(f, _)| f == field) {
                 Some(at) => at,
@@ -108,8 +130,53 @@ impl Shape {
             };
             node = &mut node.fields[at].1;
         }
-        node.whole = true;
-        node.fields.clear();
+        (!node.whole).then_some(node)
+    }
+
+    /// Marks the value at `path` as a list whose elements are read as `each` says.
+    fn read_elements(&mut self, path: &[&str], each: Shape) {
+        if let Some(node) = self.node_at(path) {
+            match &mut node.elements {
+                Some(e) => e.merge(each),
+                None => node.elements = Some(Box::new(each)),
+            }
+        }
+    }
+
+    /// Adds what `other` reads.
+    fn merge(&mut self, other: Shape) {
+        if self.whole {
+            return;
+        }
+        if other.whole {
+            *self = Shape {
+                whole: true,
+                ..Shape::default()
+            };
+            return;
+        }
+        for (name, part) in other.fields {
+            match self.fields.iter_mut().find(|(f, _)| *f == name) {
+                Some((_, mine)) => mine.merge(part),
+                None => self.fields.push((name, part)),
+            }
+        }
+        if let Some(each) = other.elements {
+            match &mut self.elements {
+                Some(e) => e.merge(*each),
+                None => self.elements = Some(each),
+            }
+        }
+    }
+
+    /// Marks the value at `path` as read whole.
+    fn read(&mut self, path: &[&str]) {
+        if let Some(node) = self.node_at(path) {
+            *node = Shape {
+                whole: true,
+                ..Shape::default()
+            };
+        }
     }
 }
 
@@ -147,7 +214,8 @@ fn shaped<'v>(
     depth: usize,
 ) -> Result<Box<dyn Val + 'v>, String> {
     match value {
-        JsonValue::Object(fields) if !shape.whole => {
+        // A map a macro ranges over is iterated by its keys: all of them, so all of it.
+        JsonValue::Object(fields) if !shape.whole && shape.elements.is_none() => {
             check_depth(depth)?;
             let mut map = HashMap::with_capacity(shape.fields.len());
             for (name, part) in &shape.fields {
@@ -160,6 +228,17 @@ fn shaped<'v>(
             }
             Ok(Box::new(CelMap::from(map)))
         }
+        JsonValue::Array(items) if !shape.whole => match &shape.elements {
+            Some(each) => {
+                check_depth(depth)?;
+                let items = items
+                    .iter()
+                    .map(|item| shaped(item, each, depth + 1))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Box::new(CelList::from(items)))
+            }
+            None => convert(value, depth),
+        },
         _ => convert(value, depth),
     }
 }

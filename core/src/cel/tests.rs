@@ -496,6 +496,134 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+    /// Converting only what macros read of each element (and only the selected parts around
+    /// them) changes no answer, errors included: loops, nested loops, a loop variable used
+    /// whole, indexed, or shadowing another, and the variable itself read inside a loop.
+    #[test]
+    fn lists_pruned_per_element_give_the_answers_of_whole_ones(
+        loops in proptest::collection::vec(
+            (
+                "(a|b|c)",
+                "(all|exists|exists_one|filter|map)",
+                "(has\\(x\\.b\\)|x\\.b == 1|x\\.b\\.c == 'a'|x == \\{\\}|size\\(x\\) > 1|x\\['b'\\] == 1|has\\(object\\.b\\)|x\\.b\\.all\\(y, y\\.c == 1\\)|x\\.a\\.exists\\(x, has\\(x\\.c\\)\\)|x\\.c\\.map\\(y, y\\.a\\)\\.size\\(\\) == 1)",
+            ),
+            1..4,
+        ),
+        joins in proptest::collection::vec("( && | \\|\\| )", 3),
+        object in json_with_lists(3),
+    ) {
+        let mut src = String::new();
+        for (i, (field, mac, body)) in loops.iter().enumerate() {
+            if i > 0 {
+                src.push_str(&joins[i - 1]);
+            }
+            src.push_str(&match mac.as_str() {
+                "filter" => format!("object.{field}.filter(x, {body}).size() > 0"),
+                "map" => format!("object.{field}.map(x, {body}).exists(v, v)"),
+                m => format!("object.{field}.{m}(x, {body})"),
+            });
+        }
+        let Ok(e) = Expression::compile(&src, &["object"], true) else {
+            return Ok(());
+        };
+        prop_assert_eq!(
+            e.eval_bool(&[("object", &object)]),
+            e.eval_bool_unmetered(&[("object", &object)]),
+            "{}", src
+        );
+    }
+}
+
+#[test]
+fn a_loop_reads_only_what_its_body_selects_of_each_element() {
+    use super::json::Shape;
+    let shape = |src: &str| {
+        let env = super::env::env(super::env::Dialect::Policy).unwrap();
+        let program = env.compile(src).unwrap();
+        Shape::of(program.expression(), "object")
+    };
+    let whole_list = shape("size(object.spec.containers) > 0");
+    let images = shape("object.spec.containers.all(c, c.image.startsWith('r/'))");
+    assert_ne!(images, whole_list);
+    // The element used whole, or the list used whole beside the loop: all of it.
+    assert_eq!(
+        shape(
+            "object.spec.containers.filter(c, c.image != '').size() > 0 && size(object.spec.containers) > 0"
+        ),
+        whole_list
+    );
+    // What two loops over one list read of each element adds up.
+    assert_eq!(
+        shape(
+            "object.spec.containers.all(c, c.image != '') && object.spec.containers.exists(d, has(d.name))"
+        ),
+        shape("object.spec.containers.all(c, c.image != '' && has(c.name))")
+    );
+
+    // A Deployment with a large part no rule reads: the answers are the same.
+    let containers: Vec<JsonValue> = (0..3)
+        .map(|i| {
+            json!({"name": format!("c{i}"), "image": format!("r/app:{i}"),
+                        "env": [{"name": "BIG", "value": "x".repeat(1000)}],
+                        "securityContext": {"privileged": i == 2}})
+        })
+        .collect();
+    let object = json!({"spec": {"containers": containers}});
+    for (src, want) in [
+        (
+            "object.spec.containers.all(c, c.image.startsWith('r/'))",
+            true,
+        ),
+        (
+            "object.spec.containers.exists(c, c.securityContext.privileged)",
+            true,
+        ),
+        (
+            "object.spec.containers.all(c, !has(c.securityContext.runAsUser))",
+            true,
+        ),
+        (
+            "object.spec.containers.exists_one(c, c.name == 'c1' && size(c.env) == 1)",
+            true,
+        ),
+        (
+            "object.spec.containers.map(c, c.name).exists(n, n == 'c3')",
+            false,
+        ),
+    ] {
+        let e = policy(src);
+        assert_eq!(e.eval_bool(&[("object", &object)]), Ok(want), "{src}");
+        assert_eq!(
+            e.eval_bool(&[("object", &object)]),
+            e.eval_bool_unmetered(&[("object", &object)]),
+            "{src}"
+        );
+    }
+}
+
+/// JSON objects with keys `a`, `b`, `c`, often lists of such objects, up to `depth` deep.
+fn json_with_lists(depth: u32) -> impl Strategy<Value = JsonValue> {
+    let leaf = prop_oneof![
+        Just(JsonValue::Null),
+        (0i64..3).prop_map(JsonValue::from),
+        "[a-z]{0,1}".prop_map(JsonValue::from),
+        Just(json!(true)),
+        Just(json!([])),
+        Just(json!({})),
+    ];
+    let tree = leaf.prop_recursive(depth, 48, 3, |inner| {
+        prop_oneof![
+            3 => proptest::collection::vec(inner.clone(), 0..4).prop_map(JsonValue::from),
+            2 => proptest::collection::btree_map("(a|b|c)", inner, 1..4)
+                .prop_map(|m| JsonValue::Object(m.into_iter().collect())),
+        ]
+    });
+    proptest::collection::btree_map("(a|b|c)", tree, 1..4)
+        .prop_map(|m| JsonValue::Object(m.into_iter().collect()))
+}
+
 /// JSON objects with keys `a`, `b`, `c`, mostly of objects, up to `depth` deep.
 fn json_object(depth: u32) -> impl Strategy<Value = JsonValue> {
     let leaf = prop_oneof![
