@@ -554,3 +554,93 @@ data: {on: \"true\", off: \"false\"}
     let out = check(tmp.path(), &[]);
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
 }
+
+/// A chart that renders a HelmRelease (an "umbrella" of releases): that release's chart is
+/// rendered in turn and its workloads judged; a chart that keeps rendering releases of itself
+/// stops three levels deep, with a note.
+#[test]
+fn helm_releases_a_chart_renders_are_rendered_in_turn() {
+    let Some(_) = helm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    cluster_repo(tmp.path());
+    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    let umbrella = |dir: &str, chart: &str| {
+        write(
+            tmp.path(),
+            &format!("{dir}/Chart.yaml"),
+            "apiVersion: v2\nname: umbrella\nversion: 1.0.0\n",
+        );
+        write(
+            tmp.path(),
+            &format!("{dir}/templates/release.yaml"),
+            &format!(
+                "apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: inner-{{{{ .Release.Name }}}}
+spec:
+  interval: 10m
+  chart:
+    spec:
+      chart: {chart}
+      sourceRef: {{kind: GitRepository, name: flux-system, namespace: flux-system}}
+  values: {{privileged: {{{{ .Values.privileged | default false }}}}}}
+"
+            ),
+        );
+    };
+    umbrella("charts/umbrella", "./charts/web");
+    let outer = |chart: &str, privileged: bool| {
+        format!(
+            "apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {{name: outer, namespace: apps}}
+spec:
+  interval: 10m
+  chart:
+    spec:
+      chart: {chart}
+      sourceRef: {{kind: GitRepository, name: flux-system, namespace: flux-system}}
+  values: {{privileged: {privileged}}}
+"
+        )
+    };
+    write(
+        tmp.path(),
+        "apps/web.yaml",
+        &outer("./charts/umbrella", true),
+    );
+    let out = check(tmp.path(), &[]);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("Deployment apps/inner-outer error: pod-security-baseline/baseline"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("(applied by HelmRelease apps/inner-outer)"),
+        "{}",
+        out.stdout
+    );
+    write(
+        tmp.path(),
+        "apps/web.yaml",
+        &outer("./charts/umbrella", false),
+    );
+    let out = check(tmp.path(), &[]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+
+    // A chart whose release renders a release of the same chart: three levels, then a note.
+    umbrella("charts/again", "./charts/again");
+    write(tmp.path(), "apps/web.yaml", &outer("./charts/again", false));
+    let out = check(tmp.path(), &[]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("1 HelmRelease rendered by charts 3 levels deep not rendered"),
+        "{}",
+        out.stdout
+    );
+}

@@ -12,7 +12,8 @@
 //! deeply onto the last or set at its `targetPath`, then `values` on top. The output then goes
 //! through the release's kustomize post-renderers in order (`patches`, `images`, and the
 //! older inline `patchesStrategicMerge`/`patchesJson6902`), each a kustomize build over the
-//! last output, as helm-controller runs them.
+//! last output, as helm-controller runs them. HelmReleases among what a chart renders are
+//! rendered in turn, a few charts deep.
 
 use super::{CLUSTER_SCOPED, Kustomize, decode_base64, join_repo, ns_name, on_path, str_at};
 use crate::check::Document;
@@ -45,6 +46,9 @@ struct Job {
     post_renderers: Vec<Value>,
 }
 
+/// How many charts deep HelmReleases rendered by charts are rendered in turn.
+const MAX_NESTED_CHARTS: usize = 3;
+
 /// What one render gave: the objects and the notes.
 type Output = (Vec<Document>, Vec<String>);
 
@@ -74,8 +78,9 @@ impl Charts {
         }
     }
 
-    /// Appends what each HelmRelease in `docs` installs; returns notes for the summary.
-    /// `kustomize` runs the releases' kustomize post-renderers.
+    /// Appends what each HelmRelease in `docs` installs, and what the HelmReleases a chart
+    /// renders install in turn (up to [`MAX_NESTED_CHARTS`] deep); returns notes for the
+    /// summary. `kustomize` runs the releases' kustomize post-renderers.
     pub(super) fn render_releases(
         &self,
         root: &Path,
@@ -83,9 +88,40 @@ impl Charts {
         kustomize: Option<&Kustomize>,
     ) -> Vec<String> {
         let mut notes = Vec::new();
+        let mut from = 0;
+        for level in 0..=MAX_NESTED_CHARTS {
+            let before = docs.len();
+            notes.extend(self.render_from(root, docs, from, kustomize));
+            from = before;
+            let nested = docs[from..]
+                .iter()
+                .filter(|d| is_helm_release(&d.object))
+                .count();
+            if nested == 0 {
+                break;
+            }
+            if level == MAX_NESTED_CHARTS {
+                notes.push(format!(
+                    "{nested} HelmRelease{} rendered by charts {MAX_NESTED_CHARTS} levels deep not rendered",
+                    if nested == 1 { "" } else { "s" }
+                ));
+            }
+        }
+        notes
+    }
+
+    /// Renders the HelmReleases among `docs[from..]`, appending what they install.
+    fn render_from(
+        &self,
+        root: &Path,
+        docs: &mut Vec<Document>,
+        from: usize,
+        kustomize: Option<&Kustomize>,
+    ) -> Vec<String> {
+        let mut notes = Vec::new();
         let mut missing = Vec::new();
         let mut jobs = Vec::new();
-        for d in docs.iter().filter(|d| is_helm_release(&d.object)) {
+        for d in docs[from..].iter().filter(|d| is_helm_release(&d.object)) {
             let hr = &d.object;
             let (ns, name) = ns_name(hr);
             let by = format!("HelmRelease {ns}/{name}");
