@@ -160,11 +160,7 @@ impl Charts {
                     str_at(hr, "/spec/install/crds"),
                     Some("Skip") | Some("skip")
                 ),
-                post_renderers: if kustomize.is_some() {
-                    post_renderers
-                } else {
-                    Vec::new()
-                },
+                post_renderers,
                 by,
             });
         }
@@ -716,29 +712,12 @@ fn post_renderers(hr: &Value) -> Vec<Value> {
         let Some(k) = pr.get("kustomize") else {
             continue;
         };
-        let mut patches: Vec<Value> = Vec::new();
-        for p in k
-            .get("patches")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            patches.push(p.clone());
-        }
-        for p in k
-            .get("patchesStrategicMerge")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        let list = |field: &str| k.get(field).and_then(Value::as_array).into_iter().flatten();
+        let mut patches: Vec<Value> = list("patches").cloned().collect();
+        for p in list("patchesStrategicMerge") {
             patches.push(serde_json::json!({ "patch": p.to_string() }));
         }
-        for p in k
-            .get("patchesJson6902")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for p in list("patchesJson6902") {
             let mut entry = Map::new();
             if let Some(ops) = p.get("patch") {
                 entry.insert("patch".into(), ops.to_string().into());
