@@ -605,41 +605,65 @@ fn a_loop_reads_only_what_its_body_selects_of_each_element() {
 
 /// JSON objects with keys `a`, `b`, `c`, often lists of such objects, up to `depth` deep.
 fn json_with_lists(depth: u32) -> impl Strategy<Value = JsonValue> {
-    let leaf = prop_oneof![
-        Just(JsonValue::Null),
-        (0i64..3).prop_map(JsonValue::from),
-        "[a-z]{0,1}".prop_map(JsonValue::from),
-        Just(json!(true)),
-        Just(json!([])),
-        Just(json!({})),
-    ];
-    let tree = leaf.prop_recursive(depth, 48, 3, |inner| {
-        prop_oneof![
-            3 => proptest::collection::vec(inner.clone(), 0..4).prop_map(JsonValue::from),
-            2 => proptest::collection::btree_map("(a|b|c)", inner, 1..4)
-                .prop_map(|m| JsonValue::Object(m.into_iter().collect())),
-        ]
-    });
-    proptest::collection::btree_map("(a|b|c)", tree, 1..4)
-        .prop_map(|m| JsonValue::Object(m.into_iter().collect()))
+    json_tree(
+        depth,
+        Inner {
+            list_weight: 3,
+            map_weight: 2,
+            list_len: 4,
+            size: 48,
+        },
+        true,
+    )
 }
 
 /// JSON objects with keys `a`, `b`, `c`, mostly of objects, up to `depth` deep.
 fn json_object(depth: u32) -> impl Strategy<Value = JsonValue> {
-    let leaf = prop_oneof![
-        Just(JsonValue::Null),
-        (0i64..3).prop_map(JsonValue::from),
-        "[a-z]{0,1}".prop_map(JsonValue::from),
-        Just(json!([])),
-        Just(json!({})),
+    json_tree(
+        depth,
+        Inner {
+            list_weight: 1,
+            map_weight: 4,
+            list_len: 3,
+            size: 32,
+        },
+        false,
+    )
+}
+
+/// How the inner values of [`json_tree`] are made.
+struct Inner {
+    /// Odds of a list against a map.
+    list_weight: u32,
+    map_weight: u32,
+    /// Lists have fewer elements than this.
+    list_len: usize,
+    /// About how many values a tree holds.
+    size: u32,
+}
+
+/// JSON objects with keys `a`, `b`, `c` of small leaves (`true` among them when `booleans`),
+/// lists and maps, up to `depth` deep.
+fn json_tree(depth: u32, inner: Inner, booleans: bool) -> impl Strategy<Value = JsonValue> {
+    let mut leaves = vec![
+        Just(JsonValue::Null).boxed(),
+        (0i64..3).prop_map(JsonValue::from).boxed(),
+        "[a-z]{0,1}".prop_map(JsonValue::from).boxed(),
+        Just(json!([])).boxed(),
+        Just(json!({})).boxed(),
     ];
-    let tree = leaf.prop_recursive(depth, 32, 3, |inner| {
-        prop_oneof![
-            1 => proptest::collection::vec(inner.clone(), 0..3).prop_map(JsonValue::from),
-            4 => proptest::collection::btree_map("(a|b|c)", inner, 1..4)
-                .prop_map(|m| JsonValue::Object(m.into_iter().collect())),
-        ]
-    });
+    if booleans {
+        leaves.push(Just(json!(true)).boxed());
+    }
+    let tree =
+        proptest::strategy::Union::new(leaves).prop_recursive(depth, inner.size, 3, move |v| {
+            prop_oneof![
+                inner.list_weight => proptest::collection::vec(v.clone(), 0..inner.list_len)
+                    .prop_map(JsonValue::from),
+                inner.map_weight => proptest::collection::btree_map("(a|b|c)", v, 1..4)
+                    .prop_map(|m| JsonValue::Object(m.into_iter().collect())),
+            ]
+        });
     proptest::collection::btree_map("(a|b|c)", tree, 1..4)
         .prop_map(|m| JsonValue::Object(m.into_iter().collect()))
 }
