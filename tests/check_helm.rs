@@ -11,11 +11,28 @@ use std::process::Command;
 
 /// `check --policies builtin --policies <baseline> [extra...] .`
 fn check(cwd: &Path, extra: &[&str]) -> Out {
+    check_in_env(cwd, extra, &[])
+}
+
+/// [`check`] with an empty PATH: no helm or kustomize unless `extra` names them.
+fn check_without_path(cwd: &Path, extra: &[&str]) -> Out {
+    check_in_env(cwd, extra, &[("PATH", "")])
+}
+
+fn check_in_env(cwd: &Path, extra: &[&str], env: &[(&str, &str)]) -> Out {
     let pol = baseline_policy();
     let mut args = vec!["check", "--policies", "builtin", "--policies", &pol];
     args.extend_from_slice(extra);
     args.push(".");
-    run_in(cwd, &args, None, &[])
+    run_in(cwd, &args, None, env)
+}
+
+/// A repository with one cluster ([`cluster_repo`]) and the chart `charts/web` ([`chart`]).
+fn web_repo() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    cluster_repo(tmp.path());
+    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    tmp
 }
 
 /// A chart whose Deployment's container is privileged when `.Values.privileged` is.
@@ -109,9 +126,7 @@ const FINDING: &str = "Deployment apps/web error: pod-security-baseline/baseline
 #[test]
 fn a_privileged_container_rendered_from_a_chart_in_the_repository_is_caught() {
     let Some(helm) = helm() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    cluster_repo(tmp.path());
-    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    let tmp = web_repo();
     write(
         tmp.path(),
         "apps/web.yaml",
@@ -143,9 +158,7 @@ fn a_privileged_container_rendered_from_a_chart_in_the_repository_is_caught() {
         "apps/web.yaml",
         &local_release("{privileged: true}", ""),
     );
-    let pol = baseline_policy();
-    let args = ["check", "--policies", "builtin", "--policies", &pol, "."];
-    let out = run_in(tmp.path(), &args, None, &[("PATH", "")]);
+    let out = check_without_path(tmp.path(), &[]);
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     assert!(
         out.stdout
@@ -155,17 +168,7 @@ fn a_privileged_container_rendered_from_a_chart_in_the_repository_is_caught() {
     );
     // ... and `--helm` names the binary when it is not on PATH.
     let helm = helm.display().to_string();
-    let args = [
-        "check",
-        "--helm",
-        &helm,
-        "--policies",
-        "builtin",
-        "--policies",
-        &pol,
-        ".",
-    ];
-    let out = run_in(tmp.path(), &args, None, &[("PATH", "")]);
+    let out = check_without_path(tmp.path(), &["--helm", &helm]);
     assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains(FINDING), "{}", out.stdout);
 }
@@ -173,9 +176,7 @@ fn a_privileged_container_rendered_from_a_chart_in_the_repository_is_caught() {
 #[test]
 fn values_from_a_config_map_in_the_repository_reach_the_chart() {
     let Some(_) = helm() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    cluster_repo(tmp.path());
-    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    let tmp = web_repo();
     let values_from = "  valuesFrom:
     - {kind: ConfigMap, name: web-values}
     - {kind: ConfigMap, name: web-missing, optional: true}
@@ -329,9 +330,7 @@ fn charts_from_a_local_cache_are_rendered_and_absent_ones_are_named() {
 #[test]
 fn a_chart_that_does_not_template_is_a_note_not_a_failure() {
     let Some(_) = helm() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    cluster_repo(tmp.path());
-    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    let tmp = web_repo();
     write(
         tmp.path(),
         "charts/web/templates/broken.yaml",
@@ -368,9 +367,7 @@ fn post_renderers_change_what_is_checked() {
     let (Some(_), Some(_)) = (helm(), common::kustomize()) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    cluster_repo(tmp.path());
-    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    let tmp = web_repo();
     // Images must come from the mirror: true only once the post-renderer has rewritten them.
     let registry = tmp.path().join("registry-policy.yaml");
     std::fs::write(
@@ -438,19 +435,8 @@ spec:
         "apps/web.yaml",
         &local_release("{privileged: false}", post),
     );
-    let pol = baseline_policy();
     let helm = helm().unwrap().display().to_string();
-    let args = [
-        "check",
-        "--helm",
-        &helm,
-        "--policies",
-        "builtin",
-        "--policies",
-        &pol,
-        ".",
-    ];
-    let out = run_in(tmp.path(), &args, None, &[("PATH", "")]);
+    let out = check_without_path(tmp.path(), &["--helm", &helm]);
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     assert!(
         out.stdout.contains(
@@ -490,9 +476,7 @@ spec:
 #[test]
 fn a_target_path_with_a_list_index_reaches_the_chart() {
     let Some(_) = helm() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    cluster_repo(tmp.path());
-    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    let tmp = web_repo();
     write(
         tmp.path(),
         "charts/web/templates/extra.yaml",
@@ -561,9 +545,7 @@ data: {on: \"true\", off: \"false\"}
 #[test]
 fn helm_releases_a_chart_renders_are_rendered_in_turn() {
     let Some(_) = helm() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    cluster_repo(tmp.path());
-    chart(tmp.path(), "charts/web", "web", "0.1.0");
+    let tmp = web_repo();
     let umbrella = |dir: &str, chart: &str| {
         write(
             tmp.path(),
