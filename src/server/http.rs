@@ -783,11 +783,9 @@ mod tests {
     async fn post(
         state: Arc<AppState>,
         path: &str,
-        body: &'static str,
+        body: impl Into<Body>,
     ) -> (StatusCode, serde_json::Value) {
-        let req = axum::http::Request::post(path)
-            .body(Body::from(body))
-            .unwrap();
+        let req = axum::http::Request::post(path).body(body.into()).unwrap();
         let resp = app(state).oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -846,16 +844,6 @@ mod tests {
         .to_string()
     }
 
-    async fn post_owned(state: Arc<AppState>, body: String) -> (StatusCode, serde_json::Value) {
-        let req = axum::http::Request::post("/validate")
-            .body(Body::from(body))
-            .unwrap();
-        let resp = app(state).oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap())
-    }
-
     fn expression_policy(expression: &str) -> crate::policy::PolicySet {
         crate::policy::load::compile_yaml(
             "p.yaml",
@@ -899,7 +887,8 @@ mod tests {
             (FailureMode::Allow, INLINE_COST * 10.0),
         ] {
             let st = state_with_rule(Box::new(Panics(cost)), failure);
-            let (code, v) = post_owned(st.clone(), deployment_review("u-boom", "boom")).await;
+            let (code, v) =
+                post(st.clone(), "/validate", deployment_review("u-boom", "boom")).await;
             assert_eq!(code, StatusCode::OK);
             assert_eq!(v["response"]["uid"], "u-boom");
             let r = &v["response"];
@@ -920,7 +909,8 @@ mod tests {
                 text.contains("fluxadmit_limits_tripped_total{limit=\"rule_panic\"} 1"),
                 "{text}"
             );
-            let (code, v) = post_owned(st.clone(), deployment_review("u-fine", "fine")).await;
+            let (code, v) =
+                post(st.clone(), "/validate", deployment_review("u-fine", "fine")).await;
             assert_eq!(code, StatusCode::OK);
             assert_eq!(v["response"]["uid"], "u-fine");
             assert_eq!(v["response"]["allowed"], true, "{v}");
