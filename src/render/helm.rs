@@ -665,23 +665,23 @@ fn render_one(helm: &Path, kustomize: Option<&Kustomize>, job: &Job) -> Output {
     let Ok(mut text) = String::from_utf8(out.stdout) else {
         return fail("helm template output is not UTF-8".into());
     };
-    let mut parsed = match parse_manifests_with_lines(&job.file, &text) {
-        Ok(p) => p,
-        Err(e) => return fail(format!("helm template output does not parse: {e}")),
-    };
-    // helm-controller's kustomize post-renderers, in order (nothing to do on no objects).
-    if let Some(k) = kustomize.filter(|_| !parsed.is_empty() && !job.post_renderers.is_empty()) {
+    // helm-controller's kustomize post-renderers, in order.
+    let post_rendered = kustomize.is_some() && !job.post_renderers.is_empty();
+    if let Some(k) = kustomize {
         for (i, spec) in job.post_renderers.iter().enumerate() {
             text = match post_render(k, spec, &text) {
                 Ok(t) => t,
                 Err(e) => return fail(format!("postRenderers[{i}]: {e}")),
             };
         }
-        parsed = match parse_manifests_with_lines(&job.file, &text) {
-            Ok(p) => p,
-            Err(e) => return fail(format!("post-rendered output does not parse: {e}")),
-        };
     }
+    let parsed = match parse_manifests_with_lines(&job.file, &text) {
+        Ok(p) => p,
+        Err(e) if post_rendered => {
+            return fail(format!("post-rendered output does not parse: {e}"));
+        }
+        Err(e) => return fail(format!("helm template output does not parse: {e}")),
+    };
     let docs = parsed
         .into_iter()
         .filter(|(_, o)| str_at(o, "/apiVersion").is_some() && str_at(o, "/kind").is_some())
